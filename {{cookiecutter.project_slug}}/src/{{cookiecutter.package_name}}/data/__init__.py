@@ -1,0 +1,1 @@
+"""Data modules: each owns its split, its training statistics and its loaders."""

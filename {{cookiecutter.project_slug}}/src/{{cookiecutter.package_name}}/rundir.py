@@ -1,0 +1,61 @@
+"""One directory per run: resolved config, checkpoints, logs, plots and reports.
+
+Layout::
+
+    runs/<name>/
+        config.yaml                 the resolved config; re-running it resumes this run
+        config.<subcommand>-<time>.yaml   configs of later commands on the same run
+        checkpoints/best-*.ckpt, last.ckpt
+        csv/ | tensorboard/ | wandb/       whichever loggers are on
+        plots/, test_metrics.json   written after testing
+
+``<name>`` defaults to ``<YYYYmmdd-HHMMSS>-<subcommand>``. A checkpoint inside a run
+directory brings later commands (resume, test, predict) back to that directory.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+# DDP starts one process per device, each parsing the same command line; the first one
+# exports the directory it chose so the others write to the same place.
+RUN_DIR_ENV = f"{__package__.upper()}_RUN_DIR"
+
+
+def run_dir_of_checkpoint(ckpt_path: str | os.PathLike | None) -> Path | None:
+    """The run directory a checkpoint file was saved in, if it was saved in one."""
+    if ckpt_path is None or not Path(ckpt_path).is_file():
+        return None
+    candidate = Path(ckpt_path).resolve().parent.parent
+    return candidate if (candidate / "config.yaml").is_file() else None
+
+
+def resolve_run_dir(root: Path, name: str | None, subcommand: str, ckpt_path: str | None) -> Path:
+    """Where this command writes, following the rules in the module docstring."""
+    if inherited := os.environ.get(RUN_DIR_ENV):
+        return Path(inherited)
+    if (from_checkpoint := run_dir_of_checkpoint(ckpt_path)) is not None:
+        return from_checkpoint
+    if name is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                "Launched with several processes (torchrun/SLURM): set --run.name so that "
+                "every process writes to the same run directory."
+            )
+        name = f"{datetime.now():%Y%m%d-%H%M%S}-{subcommand}"
+    run_dir = root / name
+    if subcommand == "fit" and ckpt_path is None and (run_dir / "config.yaml").exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run. Resume it with --ckpt_path last, "
+            "or start a new one with another --run.name."
+        )
+    return run_dir
+
+
+def config_filename(run_dir: Path, subcommand: str) -> str:
+    """``config.yaml`` for the command that creates the run; a dated name for later ones."""
+    if not (run_dir / "config.yaml").exists():
+        return "config.yaml"
+    return f"config.{subcommand}-{datetime.now():%Y%m%d-%H%M%S}.yaml"

@@ -1,0 +1,120 @@
+"""The classification system: loss, metrics and optimisation around any network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from .preprocessing import Standardize
+from .schedulers import OneCycle, ScheduleFactory
+
+NetworkFactory = Callable[[Sequence[int], int], nn.Module]
+
+
+class Classifier(L.LightningModule):
+    """Trains any network that maps ``(N, *input_shape)`` inputs to ``(N, num_classes)`` logits.
+
+    Inputs arrive raw; the first layer standardises them with statistics fitted on the
+    training split, and that layer is saved with the weights, so predict and serve apply the
+    same preprocessing as training.
+    """
+
+    def __init__(
+        self,
+        network: NetworkFactory,
+        num_classes: int,
+        input_shape: Sequence[int],
+        lr: float = 3e-3,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: ScheduleFactory | None = OneCycle,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            network: Builds the network from ``(input_shape, num_classes)``.
+            num_classes: Linked from the data module.
+            input_shape: Shape of one input without the batch dimension; linked from the data.
+            lr: Base (or peak) learning rate; the ``tune`` subcommand's LR finder sets it.
+            optimizer: Built with the model's parameters and ``lr``.
+            lr_scheduler: Built with the optimizer and the run's total optimizer steps;
+                None keeps ``lr`` constant.
+            label_smoothing: Cross-entropy label smoothing, 0 to disable.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.lr = lr
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.standardize = Standardize(input_shape)
+        self.network = network(input_shape, num_classes)
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and hasattr(datamodule, "train_statistics"):
+            # Resuming restores the same buffers from the checkpoint after this.
+            self.standardize.fit(*datamodule.train_statistics())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(self.standardize(x))
+
+    def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection) -> Tensor:
+        """Loss of one batch; updates ``metrics`` (and the test confusion matrix)."""
+        x, y = batch
+        logits = self(x)
+        metrics.update(logits, y)
+        if metrics is self.test_metrics:
+            self.test_confusion.update(logits, y)
+        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, self.train_metrics)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self._step(batch, self.val_metrics), prog_bar=True)
+        self.log_dict(self.val_metrics, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.log("test/loss", self._step(batch, self.test_metrics))
+        self.log_dict(self.test_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(dim=-1)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters(), lr=self.lr)
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer, int(self.trainer.estimated_stepping_batches))
+        if isinstance(scheduler, ReduceLROnPlateau):
+            config = {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}
+        else:
+            config = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": config}

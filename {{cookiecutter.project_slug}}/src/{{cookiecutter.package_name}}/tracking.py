@@ -1,0 +1,70 @@
+"""Experiment loggers: pointed at the run directory, and W&B kept from ever prompting."""
+
+from __future__ import annotations
+
+import hashlib
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from jsonargparse import Namespace
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+# Where each logger writes inside the run directory.
+SUBDIRS = {CSVLogger: "csv", TensorBoardLogger: "tensorboard"}
+
+
+def wandb_has_credentials(environ: os._Environ | dict = os.environ) -> bool:
+    """True when W&B can log in without asking: an API key in the environment or in netrc."""
+    if environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_offline_reason(environ: os._Environ | dict = os.environ) -> str | None:
+    """Why W&B must run offline (a one-line notice), or None when it may go online."""
+    if environ.get("WANDB_MODE") in {"offline", "disabled", "dryrun"}:
+        return None  # the user chose already; wandb honours WANDB_MODE itself
+    if wandb_has_credentials(environ):
+        return None
+    return "W&B: no API key found (WANDB_API_KEY or `wandb login`), so logging offline."
+
+
+def spec_class(spec: Any) -> type | None:
+    """The class a parsed ``class_path``/``init_args`` spec names; None for anything else."""
+    if not isinstance(spec, Namespace) or "class_path" not in spec:
+        return None
+    module, _, name = spec.class_path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def point_loggers_at(loggers: Any, run_dir: Path) -> list[str]:
+    """Set each logger's output directory inside ``run_dir``; return notices to print.
+
+    ``loggers`` is the parsed ``trainer.logger`` value: a class spec, a list of them, or a
+    bool. W&B gets a run id derived from ``run_dir`` so a resumed run continues its W&B run.
+    """
+    notices = []
+    for spec in loggers if isinstance(loggers, list) else [loggers]:
+        cls = spec_class(spec)
+        if cls is None:
+            continue
+        args = spec.init_args
+        if issubclass(cls, WandbLogger):
+            args.save_dir = str(run_dir)
+            args.name = args.get("name") or run_dir.name
+            digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+            args.id = args.get("id") or f"{run_dir.name}-{digest}"
+            if not args.get("offline") and (reason := wandb_offline_reason()):
+                args.offline = True
+                notices.append(f"{reason} Upload later: wandb sync {run_dir / 'wandb'}/offline-run-*")
+        for base, subdir in SUBDIRS.items():
+            if issubclass(cls, base):
+                args.save_dir, args.name, args.version = str(run_dir), subdir, ""
+    return notices
