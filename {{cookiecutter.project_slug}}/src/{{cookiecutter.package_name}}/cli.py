@@ -9,7 +9,12 @@ from typing import Any
 import lightning as L
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import (
+    ArgsType,
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+)
 from lightning.pytorch.utilities import rank_zero_info
 
 from . import reports
@@ -29,7 +34,9 @@ class RunConfigSaver(SaveConfigCallback):
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / self.config_filename
-        self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite)
+        self.parser.save(
+            self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile
+        )
         resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams(resolved)
@@ -51,9 +58,14 @@ class ProjectCLI(LightningCLI):
         return {**LightningCLI.subcommands(), "tune": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--run.root", type=Path, default=Path("runs"), help="Parent of all run directories.")
         parser.add_argument(
-            "--run.name", type=str | None, default=None, help="Run directory name; default: time and subcommand."
+            "--run.root", type=Path, default=Path("runs"), help="Parent of all run directories."
+        )
+        parser.add_argument(
+            "--run.name",
+            type=str | None,
+            default=None,
+            help="Run directory name; default: time and subcommand.",
         )
         parser.link_arguments("seed_everything", "data.init_args.seed", compute_fn=split_seed)
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -61,8 +73,13 @@ class ProjectCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        run_dir = resolve_run_dir(config.run.root, config.run.name, self.subcommand, config.get("ckpt_path"))
-        config.run.root, config.run.name = run_dir.parent, run_dir.name  # the saved config resumes here
+        run_dir = resolve_run_dir(
+            config.run.root, config.run.name, self.subcommand, config.get("ckpt_path")
+        )
+        config.run.root, config.run.name = (
+            run_dir.parent,
+            run_dir.name,
+        )  # the saved config resumes here
         os.environ.setdefault(RUN_DIR_ENV, str(run_dir))
         self.run_dir = run_dir
         trainer = config.trainer
@@ -73,14 +90,21 @@ class ProjectCLI(LightningCLI):
         callbacks = []
         for spec in trainer.callbacks or []:
             cls = spec_class(spec)
-            if cls is not None and issubclass(cls, ModelCheckpoint) and spec.init_args.get("dirpath") is None:
+            if (
+                cls is not None
+                and issubclass(cls, ModelCheckpoint)
+                and spec.init_args.get("dirpath") is None
+            ):
                 spec.init_args.dirpath = str(run_dir / "checkpoints")
             if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
                 rank_zero_info("No logger: LearningRateMonitor is off for this run.")
                 continue
             callbacks.append(spec)
         trainer.callbacks = callbacks
-        self.save_config_kwargs = {"run_dir": run_dir, "config_filename": config_filename(run_dir, self.subcommand)}
+        self.save_config_kwargs = {
+            "run_dir": run_dir,
+            "config_filename": config_filename(run_dir, self.subcommand),
+        }
         rank_zero_info(f"Run directory: {run_dir}")
 
     def after_fit(self) -> None:
@@ -94,12 +118,15 @@ class ProjectCLI(LightningCLI):
     def after_test(self) -> None:
         if not self.trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+        metrics = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")
+        }
         written = [reports.save_metrics(metrics, self.run_dir / "test_metrics.json")]
         class_names = getattr(self.datamodule, "class_names", None)
-        if class_names is not None and hasattr(self.model, "test_confusion"):
-            matrix = self.model.test_confusion.compute()
-            written.append(reports.save_confusion_matrix(matrix, class_names, self.run_dir / "plots" / "confusion_matrix.png"))
+        matrix = getattr(self.model, "confusion_matrix", None)
+        if class_names is not None and matrix is not None:
+            plot = self.run_dir / "plots" / "confusion_matrix.png"
+            written.append(reports.save_confusion_matrix(matrix, class_names, plot))
         summary = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         print(f"Test: {summary}")
         for path in written:

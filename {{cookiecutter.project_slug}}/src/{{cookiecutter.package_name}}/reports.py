@@ -10,9 +10,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from torch import Tensor
 
 
 def save_metrics(metrics: Mapping[str, float], path: Path) -> Path:
@@ -29,7 +29,9 @@ def save_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: Path
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(counts, cmap="Blues")
     ticks = range(len(class_names))
-    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title="Test confusion matrix")
+    ax.set(
+        xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title="Test confusion matrix"
+    )
     ax.set_xticklabels(class_names, rotation=45, ha="right")
     ax.set_yticklabels(class_names)
     for (row, col), count in np.ndenumerate(counts):

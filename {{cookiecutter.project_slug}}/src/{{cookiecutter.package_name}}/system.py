@@ -94,15 +94,20 @@ class Classifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self._step(batch, self.val_metrics), prog_bar=True)
+        # sync_dist: all DDP ranks must see one monitored value (checkpoint names, early stop).
+        self.log("val/loss", self._step(batch, self.val_metrics), prog_bar=True, sync_dist=True)
         self.log_dict(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.log("test/loss", self._step(batch, self.test_metrics))
+        self.log("test/loss", self._step(batch, self.test_metrics), sync_dist=True)
         self.log_dict(self.test_metrics)
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
+
+    def on_test_epoch_end(self) -> None:
+        # compute() syncs across DDP ranks, so every rank calls it here; reports read the result.
+        self.confusion_matrix = self.test_confusion.compute()
 
     def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

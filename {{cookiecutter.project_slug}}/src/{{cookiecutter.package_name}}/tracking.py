@@ -12,8 +12,10 @@ from urllib.parse import urlparse
 from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-# Where each logger writes inside the run directory.
-SUBDIRS = {CSVLogger: "csv", TensorBoardLogger: "tensorboard"}
+# Where each logger writes inside the run directory, and its version folder. TensorBoard
+# keeps one folder (a resumed run appends event files to the same curves); CSVLogger would
+# delete an existing metrics.csv, so each command on the run gets its own version_N/.
+SUBDIRS = {CSVLogger: ("csv", None), TensorBoardLogger: ("tensorboard", "")}
 
 
 def wandb_has_credentials(environ: os._Environ | dict = os.environ) -> bool:
@@ -63,8 +65,10 @@ def point_loggers_at(loggers: Any, run_dir: Path) -> list[str]:
             args.id = args.get("id") or f"{run_dir.name}-{digest}"
             if not args.get("offline") and (reason := wandb_offline_reason()):
                 args.offline = True
-                notices.append(f"{reason} Upload later: wandb sync {run_dir / 'wandb'}/offline-run-*")
-        for base, subdir in SUBDIRS.items():
+                notices.append(
+                    f"{reason} Upload later: wandb sync {run_dir / 'wandb'}/offline-run-*"
+                )
+        for base, (subdir, version) in SUBDIRS.items():
             if issubclass(cls, base):
-                args.save_dir, args.name, args.version = str(run_dir), subdir, ""
+                args.save_dir, args.name, args.version = str(run_dir), subdir, version
     return notices

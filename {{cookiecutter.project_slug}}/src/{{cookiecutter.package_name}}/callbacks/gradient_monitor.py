@@ -19,14 +19,20 @@ class GradientMonitor(L.Callback):
     steps with Inf gradients by design, so the stop is off there.
     """
 
-    def __init__(self, norm_type: float = 2.0, per_layer: bool = True, stop_on_nonfinite: bool = True) -> None:
+    def __init__(
+        self, norm_type: float = 2.0, per_layer: bool = True, stop_on_nonfinite: bool = True
+    ) -> None:
         """
         Args:
             norm_type: Order of the norm (2 = Euclidean, ``inf`` = largest entry).
             per_layer: Log one norm per parameter tensor as well as the global one.
             stop_on_nonfinite: Raise on the first NaN/Inf gradient, naming the parameter.
         """
-        self.norm_type, self.per_layer, self.stop_on_nonfinite = norm_type, per_layer, stop_on_nonfinite
+        self.norm_type, self.per_layer, self.stop_on_nonfinite = (
+            norm_type,
+            per_layer,
+            stop_on_nonfinite,
+        )
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from .loading import loader_kwargs
-from .split import stratified_split
+from .split import SPLITS, Split, stratified_split
 
 
 class ImageTensorDataset(Dataset):
@@ -92,8 +92,8 @@ class ImageDataModule(L.LightningDataModule):
         return [str(label) for label in np.unique(self._arrays[1])]
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self._arrays[0].shape[1:])
+    def input_shape(self) -> list[int]:
+        return list(self._arrays[0].shape[1:])
 
     @cached_property
     def split_indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,21 +105,22 @@ class ImageDataModule(L.LightningDataModule):
         train = self._arrays[0][self.split_indices[0]]
         return train.mean(dim=(0, 2, 3)).view(-1, 1, 1), train.std(dim=(0, 2, 3)).view(-1, 1, 1)
 
-    def _dataset(self, split: int, transform=None) -> ImageTensorDataset:
+    def dataset(self, split: Split, augment: bool = False) -> ImageTensorDataset:
+        """One split; ``augment`` applies the training augmentation (if enabled)."""
         images, labels = self._arrays
-        indices = self.split_indices[split]
+        indices = self.split_indices[SPLITS.index(split)]
+        transform = self.train_transform if augment else None
         return ImageTensorDataset(images[indices], torch.as_tensor(labels[indices]), transform)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._dataset(0, self.train_transform), shuffle=True, drop_last=True, **self.loader_kwargs
-        )
+        train = self.dataset("train", augment=True)
+        return DataLoader(train, shuffle=True, drop_last=True, **self.loader_kwargs)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset(1), **self.loader_kwargs)
+        return DataLoader(self.dataset("val"), **self.loader_kwargs)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset(2), **self.loader_kwargs)
+        return DataLoader(self.dataset("test"), **self.loader_kwargs)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

@@ -1,4 +1,4 @@
-"""Tabular classification data: a CSV/Parquet file, or scikit-learn's bundled breast-cancer table."""
+"""Tabular classification data: a CSV/Parquet file, or scikit-learn's breast-cancer table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sklearn.datasets import load_breast_cancer
 from torch.utils.data import DataLoader, TensorDataset
 
 from .loading import loader_kwargs
-from .split import stratified_split
+from .split import SPLITS, Split, stratified_split
 
 
 def read_table(path: Path | None, target: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -102,8 +102,8 @@ class TabularDataModule(L.LightningDataModule):
         return self._table[3]
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (self._table[0].shape[1],)
+    def input_shape(self) -> list[int]:
+        return [self._table[0].shape[1]]
 
     @cached_property
     def split_indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,19 +115,19 @@ class TabularDataModule(L.LightningDataModule):
         train = self._table[0][self.split_indices[0]]
         return train.mean(dim=0), train.std(dim=0)
 
-    def _dataset(self, split: int) -> TensorDataset:
+    def dataset(self, split: Split) -> TensorDataset:
         x, codes = self._table[:2]
-        indices = self.split_indices[split]
+        indices = self.split_indices[SPLITS.index(split)]
         return TensorDataset(x[indices], torch.as_tensor(codes[indices], dtype=torch.long))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset(0), shuffle=True, **self.loader_kwargs)
+        return DataLoader(self.dataset("train"), shuffle=True, **self.loader_kwargs)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset(1), **self.loader_kwargs)
+        return DataLoader(self.dataset("val"), **self.loader_kwargs)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset(2), **self.loader_kwargs)
+        return DataLoader(self.dataset("test"), **self.loader_kwargs)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

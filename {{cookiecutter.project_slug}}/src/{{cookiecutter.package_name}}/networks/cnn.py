@@ -34,7 +34,9 @@ class SmallCNN(nn.Module):
             conv_block(2 * width, 2 * width),
             nn.AdaptiveAvgPool2d(1),  # -> N,2*width,1,1
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # N,C,H,W -> N,num_classes

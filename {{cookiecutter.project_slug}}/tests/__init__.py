@@ -1,0 +1,1 @@
+"""Tests of the generated project; `pytest` runs them offline on the CPU."""

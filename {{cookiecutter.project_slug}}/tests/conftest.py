@@ -1,0 +1,70 @@
+"""Shared fixtures: every test runs offline, on the CPU, in a temporary run root."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from {{ cookiecutter.package_name }}.cli import ProjectCLI, cli_main
+
+PROJECT = Path(__file__).resolve().parents[1]
+CONFIG = PROJECT / "configs" / "default.yaml"
+LOGGERS = PROJECT / "configs" / "logger"
+TRAINERS = PROJECT / "configs" / "trainer"
+# A real but short run: two epochs of a few batches, quiet, on one CPU process.
+QUICK = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.strategy=auto",
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=2",
+    "--trainer.limit_predict_batches=2",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+NO_LOGGER = ["--trainer.logger=false"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No W&B credentials and no network, whatever the developer's machine has."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+
+
+def run(subcommand: str, root: Path, *args: str, config: Path = CONFIG) -> ProjectCLI:
+    """Run a subcommand in-process with the shipped config, writing runs under ``root``."""
+    return cli_main([subcommand, f"--config={config}", f"--run.root={root}", *QUICK, *args])
+
+
+def logged(cli: ProjectCLI, key: str) -> list[float]:
+    """Every value of ``key`` the CSV logger wrote in this command's version folder."""
+    rows = csv.DictReader((Path(cli.trainer.logger.log_dir) / "metrics.csv").open())
+    return [float(row[key]) for row in rows if row.get(key)]
+
+
+def default_config() -> dict:
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def datamodule_class() -> type:
+    module, _, name = default_config()["data"]["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> ProjectCLI:
+    """One short real fit shared by the tests that only inspect its results."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_MODE", "offline")
+        root = tmp_path_factory.mktemp("runs")
+        return run("fit", root, "--run.name=shared", f"--trainer.logger={LOGGERS / 'csv.yaml'}")

@@ -1,0 +1,158 @@
+"""The command line: shipped configs, run directories, loggers, resuming and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from {{ cookiecutter.package_name }}.cli import cli_main
+
+from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, run
+
+CPU_TRAINERS = ["cpu.yaml"]
+GPU_TRAINERS = ["gpu.yaml", "ddp.yaml", "fsdp.yaml", "deepspeed.yaml"]
+
+
+def print_config(capsys: pytest.CaptureFixture, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", f"--config={CONFIG}", *args, "--print_config"])
+    assert exit_info.value.code in (None, 0)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_one_seed_drives_the_split(tmp_path: Path) -> None:
+    cli = run("fit", tmp_path, "--seed_everything=7", "--trainer.fast_dev_run=1")
+    assert cli.datamodule.seed == 7  # linked from seed_everything, never typed twice
+
+
+def test_print_config_resolves_the_default(capsys) -> None:
+    config = print_config(capsys)
+    assert config["seed_everything"] == 42
+    assert config["model"]["network"]["class_path"].endswith(tuple(["SmallCNN", "MLP"]))
+
+
+@pytest.mark.parametrize("trainer", sorted(p.name for p in TRAINERS.glob("*.yaml")))
+def test_every_trainer_config_parses(capsys, trainer: str) -> None:
+    """GPU-only strategies are checked by the parser alone: no Trainer is built on a CPU."""
+    expected = yaml.safe_load((TRAINERS / trainer).read_text())
+    config = print_config(capsys, f"--trainer={TRAINERS / trainer}")
+    assert config["trainer"]["accelerator"] == expected["accelerator"]
+    strategy = config["trainer"]["strategy"]
+    if isinstance(expected["strategy"], dict):  # a class: its given arguments must survive
+        assert strategy["class_path"] == expected["strategy"]["class_path"]
+        assert expected["strategy"]["init_args"].items() <= strategy["init_args"].items()
+    else:
+        assert strategy == expected["strategy"]
+
+
+@pytest.mark.parametrize("trainer", CPU_TRAINERS)
+def test_fast_dev_run_of_cpu_trainer_configs(tmp_path: Path, trainer: str) -> None:
+    cli = run("fit", tmp_path, f"--trainer={TRAINERS / trainer}", "--trainer.fast_dev_run=1")
+    assert cli.trainer.global_step == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_dev_run_on_gpu(tmp_path: Path) -> None:
+    cli = run(
+        "fit", tmp_path, f"--trainer={TRAINERS / 'gpu.yaml'}", "--trainer.fast_dev_run=1",
+        "--trainer.accelerator=gpu",
+    )  # fmt: skip
+    assert cli.trainer.global_step == 1 and next(cli.model.parameters()).is_cuda
+
+
+def test_run_directory_holds_config_checkpoints_logs_and_reports(fitted) -> None:
+    run_dir = fitted.run_dir
+    assert run_dir.name == "shared"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["run"]["name"] == "shared"  # re-running the saved config resumes here
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert (run_dir / "csv" / "version_0" / "metrics.csv").is_file()
+    hparams = yaml.safe_load((run_dir / "csv" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["seed_everything"] == 42  # the resolved config reached the logger
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert set(metrics) >= {"test/acc", "test/loss", "test/f1_macro"}
+    assert (run_dir / "plots" / "confusion_matrix.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "logger, expected",
+    [
+        ("tensorboard.yaml", "tensorboard/events.out.tfevents.*"),
+        ("csv.yaml", "csv/version_0/metrics.csv"),
+    ],
+)
+def test_loggers_write_inside_the_run_directory(tmp_path: Path, logger: str, expected: str) -> None:
+    cli = run("fit", tmp_path, f"--trainer.logger={LOGGERS / logger}", "--trainer.max_epochs=1")
+    assert list(cli.run_dir.glob(expected))
+    assert [p.name for p in tmp_path.iterdir()] == [cli.run_dir.name]  # nothing outside it
+
+
+def test_without_logger_the_run_still_saves_everything(tmp_path: Path) -> None:
+    cli = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
+    assert (cli.run_dir / "config.yaml").is_file()
+    assert (cli.run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_continues_in_the_same_run_directory(tmp_path: Path) -> None:
+    common = [
+        "--run.name=resumable",
+        "--model.lr_scheduler=null",
+        f"--trainer.logger={LOGGERS / 'csv.yaml'}",
+    ]
+    first = run("fit", tmp_path, *common, "--trainer.max_epochs=1")
+    steps = first.trainer.global_step
+    saved = first.run_dir / "config.yaml"
+    resumed = cli_main(
+        [
+            "fit",
+            f"--config={saved}",
+            "--ckpt_path=last",
+            "--trainer.max_epochs=2",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    assert resumed.run_dir == first.run_dir
+    assert resumed.trainer.global_step == 2 * steps  # continued, not restarted
+    assert len(list(first.run_dir.glob("config.fit-*.yaml"))) == 1
+    assert {p.name for p in (first.run_dir / "csv").iterdir()} == {"version_0", "version_1"}
+    assert [p.name for p in tmp_path.iterdir()] == ["resumable"]
+
+
+def test_a_fresh_fit_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
+    run("fit", tmp_path, *NO_LOGGER, "--run.name=taken", "--trainer.max_epochs=1")
+    with pytest.raises(FileExistsError, match=r"already holds a run.*--ckpt_path last"):
+        run("fit", tmp_path, *NO_LOGGER, "--run.name=taken")
+
+
+def test_evaluation_of_a_checkpoint_writes_into_its_run(fitted, tmp_path: Path) -> None:
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    for subcommand in ("validate", "test", "predict"):
+        cli = run(subcommand, tmp_path, *NO_LOGGER, f"--ckpt_path={best}")
+        assert cli.run_dir == fitted.run_dir
+    assert len(list(fitted.run_dir.glob("config.test-*.yaml"))) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_tune_saves_the_lr_finder_plot(tmp_path: Path, capsys) -> None:
+    cli = run("tune", tmp_path, *NO_LOGGER, "--num_training=15", "--trainer.limit_train_batches=15")
+    assert (cli.run_dir / "plots" / "lr_finder.png").is_file()
+    assert "Suggested learning rate" in capsys.readouterr().out
+
+
+def test_unknown_config_key_is_refused(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run("fit", tmp_path, "--model.learning_rate=0.1")
+    assert exit_info.value.code != 0
+    assert "learning_rate" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_random_seed_is_refused(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        run("fit", tmp_path, "--seed_everything=true")
+    assert "seed_everything must be an integer" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Data tests that hold for every task: splits, statistics, seeding."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.data.split import stratified_split
+
+from .conftest import datamodule_class
+
+
+@pytest.fixture
+def datamodule():
+    return datamodule_class()(seed=42)
+
+
+def test_split_is_disjoint_and_complete(datamodule) -> None:
+    train, val, test = datamodule.split_indices
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    total = len(train) + len(val) + len(test)
+    assert sorted(np.concatenate([train, val, test])) == list(range(total))
+    assert len(test) == pytest.approx(0.15 * total, abs=1)
+    assert len(val) == pytest.approx(0.15 * total, abs=1)
+
+
+def test_split_keeps_class_balance() -> None:
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    train, val, test = stratified_split(labels, 0.2, 0.2, seed=0)
+    for part in (train, val, test):
+        shares = np.bincount(labels[part], minlength=4) / len(part)
+        np.testing.assert_allclose(shares, [0.5, 0.25, 0.15, 0.1], atol=0.03)
+
+
+def test_split_depends_only_on_seed() -> None:
+    labels = np.repeat(np.arange(3), 40)
+    first, again = stratified_split(labels, 0.2, 0.2, 7), stratified_split(labels, 0.2, 0.2, 7)
+    other = stratified_split(labels, 0.2, 0.2, 8)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[2], other[2])
+
+
+def test_test_split_does_not_move_when_validation_grows() -> None:
+    labels = np.repeat(np.arange(3), 40)
+    assert np.array_equal(
+        stratified_split(labels, 0.1, 0.2, 0)[2], stratified_split(labels, 0.3, 0.2, 0)[2]
+    )
+
+
+@pytest.mark.parametrize("val, test", [(0.0, 0.2), (0.5, 0.5), (0.2, 1.0)])
+def test_split_rejects_impossible_fractions(val: float, test: float) -> None:
+    with pytest.raises(ValueError, match="must each lie"):
+        stratified_split(np.repeat(np.arange(2), 10), val, test, 0)
+
+
+def features(datamodule, split: str) -> torch.Tensor:
+    dataset = datamodule.dataset(split)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def test_statistics_come_from_training_split_only(datamodule) -> None:
+    mean, std = datamodule.train_statistics()
+    train = features(datamodule, "train")
+    everything = torch.cat([features(datamodule, split) for split in ("train", "val", "test")])
+    per_channel = [0, *range(2, train.dim())]  # every axis but the channel/feature one
+    torch.testing.assert_close(mean.flatten(), train.mean(dim=per_channel))
+    torch.testing.assert_close(std.flatten(), train.std(dim=per_channel))
+    assert not torch.allclose(mean.flatten(), everything.mean(dim=per_channel))
+
+
+def test_same_seed_gives_same_first_batch() -> None:
+    def first_batch(seed: int) -> torch.Tensor:
+        L.seed_everything(seed)
+        return next(iter(datamodule_class()(seed=seed).train_dataloader()))[0]
+
+    assert torch.equal(first_batch(3), first_batch(3))
+    assert not torch.equal(first_batch(3), first_batch(4))
+
+
+def test_linked_shapes_match_the_data(datamodule) -> None:
+    x, y = next(iter(datamodule.val_dataloader()))
+    assert list(x.shape[1:]) == datamodule.input_shape
+    assert int(y.max()) < datamodule.num_classes == len(datamodule.class_names)

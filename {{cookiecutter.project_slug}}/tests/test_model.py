@@ -1,0 +1,87 @@
+"""The system: shapes, learning, preprocessing saved with the weights, optimisation from config."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from {{ cookiecutter.package_name }}.schedulers import OneCycle, Plateau, WarmupCosine
+
+from .conftest import LOGGERS, NO_LOGGER, logged, run
+
+
+def test_forward_shape_and_probabilities(fitted) -> None:
+    x, _ = next(iter(fitted.datamodule.val_dataloader()))
+    fitted.model.eval()
+    assert fitted.model(x).shape == (len(x), fitted.datamodule.num_classes)
+    probabilities = fitted.model.predict_step(x, 0)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(len(x)))
+
+
+def test_one_step_lowers_the_loss(fitted) -> None:
+    model, (x, y) = fitted.model, next(iter(fitted.datamodule.train_dataloader()))
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(0)  # the same dropout mask before and after the step
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    before = loss()
+    before.backward()
+    optimizer.step()
+    assert loss().item() < before.item()
+
+
+def test_overfits_one_batch(tmp_path) -> None:
+    cli = run(
+        "fit", tmp_path, f"--trainer.logger={LOGGERS / 'csv.yaml'}",
+        "--trainer.overfit_batches=1", "--trainer.max_epochs=80", "--trainer.limit_val_batches=0",
+        "--model.label_smoothing=0", "--model.lr_scheduler=null", "--model.lr=0.01",
+    )  # fmt: skip
+    assert logged(cli, "train/loss")[-1] < 0.05
+
+
+def test_standardisation_is_fitted_on_train_and_saved(fitted) -> None:
+    mean, std = fitted.datamodule.train_statistics()
+    checkpoint = torch.load(fitted.trainer.checkpoint_callback.last_model_path, weights_only=False)
+    torch.testing.assert_close(
+        checkpoint["state_dict"]["standardize.mean"].flatten(), mean.flatten()
+    )
+    torch.testing.assert_close(checkpoint["state_dict"]["standardize.std"].flatten(), std.flatten())
+
+
+def test_one_cycle_steps_every_batch_and_peaks_at_lr(fitted) -> None:
+    scheduler = fitted.trainer.lr_scheduler_configs[0]
+    assert isinstance(scheduler.scheduler, OneCycle) and scheduler.interval == "step"
+    assert scheduler.scheduler.total_steps == fitted.trainer.estimated_stepping_batches
+    assert scheduler.scheduler.last_epoch == fitted.trainer.global_step
+    peak = max(group["max_lr"] for group in scheduler.scheduler.optimizer.param_groups)
+    assert peak == fitted.model.lr
+
+
+def test_optimizer_and_scheduler_come_from_config(tmp_path) -> None:
+    cli = run(
+        "fit", tmp_path, *NO_LOGGER,
+        "--model.optimizer=torch.optim.SGD", "--model.optimizer.momentum=0.9",
+        "--model.lr_scheduler={{ cookiecutter.package_name }}.schedulers.Plateau",
+    )  # fmt: skip
+    config = cli.trainer.lr_scheduler_configs[0]
+    assert isinstance(cli.trainer.optimizers[0], torch.optim.SGD)
+    assert cli.trainer.optimizers[0].param_groups[0]["momentum"] == 0.9
+    assert isinstance(config.scheduler, Plateau | ReduceLROnPlateau)
+    assert (config.interval, config.monitor) == ("epoch", "val/loss")
+
+
+def test_warmup_cosine_shape() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupCosine(optimizer, total_steps=100, warmup_fraction=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] < lrs[5] < lrs[9] and max(lrs) == 1.0
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(lrs[10:]))

@@ -1,0 +1,108 @@
+"""What needs a fresh process: the entry point, DDP, and W&B with no terminal or a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import CONFIG, QUICK, TRAINERS
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+WANDB = [f"--trainer.logger={CONFIG.parent / 'logger' / 'wandb.yaml'}"]
+
+
+def command(root: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        PACKAGE,
+        "fit",
+        f"--config={CONFIG}",
+        f"--run.root={root}",
+        *QUICK,
+        *args,
+    ]
+
+
+def no_credentials(home: Path) -> dict[str, str]:
+    """The environment of a machine that never ran `wandb login`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    return env | {
+        "HOME": str(home),
+        "NETRC": str(home / ".netrc"),
+        "WANDB_CONFIG_DIR": str(home / ".config"),
+    }
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", PACKAGE, "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for subcommand in ("fit", "validate", "test", "predict", "tune"):
+        assert subcommand in out
+
+
+def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
+    result = subprocess.run(
+        command(tmp_path, f"--trainer={TRAINERS / 'ddp_cpu.yaml'}", "--trainer.logger=false"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
+    run_dirs = list(tmp_path.iterdir())
+    assert len(run_dirs) == 1  # both processes wrote to one run directory
+    assert (run_dirs[0] / "test_metrics.json").is_file()
+
+
+def test_wandb_goes_offline_with_stdin_closed(tmp_path: Path) -> None:
+    result = subprocess.run(
+        command(tmp_path, *WANDB), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        env=no_credentials(tmp_path), timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "logging offline" in output and "wandb sync" in output
+    assert list(tmp_path.glob("*/wandb/offline-run-*"))
+
+
+def read_terminal(controller: int, process: subprocess.Popen, timeout: float) -> str:
+    """Everything the process wrote to its terminal, until it exits; fail if it hangs."""
+    output, deadline = b"", time.monotonic() + timeout
+    while True:
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"still running after {timeout} s; last output: {output[-2000:]!r}")
+        if select.select([controller], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # every writer closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    process.wait()
+    return output.decode(errors="replace")
+
+
+def test_wandb_never_prompts_in_a_terminal(tmp_path: Path) -> None:
+    """In a terminal wandb would ask which account to use; the run must not wait for an answer."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        command(tmp_path, *WANDB), stdin=terminal, stdout=terminal, stderr=terminal,
+        env=no_credentials(tmp_path), close_fds=True,
+    )  # fmt: skip
+    os.close(terminal)
+    text = read_terminal(controller, process, timeout=300)
+    os.close(controller)
+    assert process.returncode == 0, text[-3000:]
+    assert "logging offline" in text
+    assert "Enter your choice" not in text
