@@ -1,0 +1,1 @@
+"""Template regression tests."""
