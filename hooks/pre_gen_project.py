@@ -10,14 +10,20 @@ import sys
 # Modules the generated project imports: a package with one of these names would shadow it.
 IMPORTED = {
     "torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "jsonargparse",
-    "sklearn", "pandas", "numpy", "matplotlib", "wandb", "tensorboard", "yaml", "rich", "tests",
+    "sklearn", "pandas", "pyarrow", "numpy", "matplotlib", "wandb", "tensorboard", "yaml", "rich",
+    "tests",
+}  # fmt: skip
+# Networks each task can start from; "auto" picks the first.
+NETWORKS = {
+    "image_classification": ["small_cnn", "resnet18"],
+    "tabular_classification": ["mlp"],
 }
 
 
 def validate(answers: dict) -> list[str]:
-    """Reasons the answers are refused; empty when they are fine."""
+    """Reasons the answers are refused, one line each; empty when they are fine."""
     errors = []
-    package = answers["package_name"]
+    package, slug = answers["package_name"], answers["project_slug"]
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", package):
         errors.append(
             f"package_name {package!r} is not a lower-case ASCII Python identifier "
@@ -26,9 +32,15 @@ def validate(answers: dict) -> list[str]:
     if keyword.iskeyword(package) or keyword.issoftkeyword(package):
         errors.append(f"package_name {package!r} is a Python keyword")
     if package in IMPORTED or package in sys.stdlib_module_names:
-        errors.append(f"package_name {package!r} would shadow the module of the same name")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", answers["project_slug"]):
-        errors.append(f"project_slug {answers['project_slug']!r} must be lower-case ASCII letters, digits and -")
+        errors.append(f"package_name {package!r} would shadow the module of that name")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", slug):
+        errors.append(f"project_slug {slug!r} must be lower-case ASCII letters, digits and -")
+    network, task, email = answers["network"], answers["task"], answers["email"]
+    if network != "auto" and network not in NETWORKS[task]:
+        fitting = ", ".join(["auto", *NETWORKS[task]])
+        errors.append(f"network {network!r} does not fit task {task!r}: choose one of {fitting}")
+    if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        errors.append(f"email {email!r} is not an e-mail address (leave it empty for none)")
     return errors
 
 

@@ -3,7 +3,6 @@ rendered hook scripts never land on the developer's machine."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import tempfile
@@ -13,13 +12,30 @@ import pytest
 from cookiecutter.main import cookiecutter
 
 TEMPLATE = Path(__file__).resolve().parents[1]
-CHOICES = {k: v for k, v in json.loads((TEMPLATE / "cookiecutter.json").read_text()).items() if isinstance(v, list)}
-# Every supported combination of the answers that change which files or code are generated.
+CHOICES = {
+    k: v
+    for k, v in json.loads((TEMPLATE / "cookiecutter.json").read_text()).items()
+    if isinstance(v, list)
+}
+# Networks each task supports ("auto" picks the task's own); other pairs are refused.
+NETWORKS = {
+    "image_classification": ["auto", "small_cnn", "resnet18"],
+    "tabular_classification": ["auto", "mlp"],
+}
+# Every supported combination of the answers that change what is generated.
 COMBINATIONS = [
-    dict(zip(("task", "logger", "accelerator", "include_ci"), values, strict=True))
-    for values in itertools.product(
-        CHOICES["task"], CHOICES["logger"], CHOICES["accelerator"], CHOICES["include_ci"]
-    )
+    {
+        "task": task,
+        "network": network,
+        "logger": logger,
+        "accelerator": accelerator,
+        "include_ci": ci,
+    }
+    for task in CHOICES["task"]
+    for network in NETWORKS[task]
+    for logger in CHOICES["logger"]
+    for accelerator in CHOICES["accelerator"]
+    for ci in CHOICES["include_ci"]
 ]
 
 
@@ -38,4 +54,8 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def bake(output_dir: Path, **answers: str) -> Path:
     """Bake the template with ``answers`` (defaults for the rest); return the project path."""
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=answers))
+    return Path(
+        cookiecutter(
+            str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=answers
+        )
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import yaml
 from .conftest import COMBINATIONS, bake, combination_id
 
 SHARED = {
+    ".cookiecutter.json",
     ".gitignore",
     "README.md",
     "pyproject.toml",
@@ -23,18 +25,37 @@ SHARED = {
     *(
         f"src/my_project/{name}.py"
         for name in (
-            "__init__", "__main__", "cli", "preprocessing", "reports", "rundir", "schedulers",
-            "system", "tracking", "trainer", "callbacks/__init__", "callbacks/gradient_monitor",
-            "data/__init__", "data/loading", "data/split", "networks/__init__",
+            "__init__",
+            "__main__",
+            "cli",
+            "preprocessing",
+            "reports",
+            "rundir",
+            "schedulers",
+            "system",
+            "tracking",
+            "trainer",
+            "callbacks/__init__",
+            "callbacks/gradient_monitor",
+            "data/__init__",
+            "data/loading",
+            "data/split",
+            "networks/__init__",
         )
-    ),  # fmt: skip
+    ),
     *(
         f"tests/{name}.py"
         for name in (
-            "__init__", "conftest", "test_callbacks", "test_cli", "test_data", "test_model",
-            "test_processes", "test_tracking",
+            "__init__",
+            "conftest",
+            "test_callbacks",
+            "test_cli",
+            "test_data",
+            "test_model",
+            "test_processes",
+            "test_tracking",
         )
-    ),  # fmt: skip
+    ),
 }
 TASK = {
     "image_classification": {
@@ -59,13 +80,18 @@ def expected_files(answers: dict) -> set[str]:
 
 def files(project: Path) -> set[str]:
     return {
-        str(p.relative_to(project)) for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        str(p.relative_to(project))
+        for p in project.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
     }
 
 
 def ruff(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ruff", *args, "--no-cache", "."], cwd=project, capture_output=True, text=True
+        [sys.executable, "-m", "ruff", *args, "--no-cache", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -84,3 +110,33 @@ def test_combination(tmp_path: Path, answers: dict) -> None:
     check, fmt = ruff(project, "check"), ruff(project, "format", "--check")
     assert check.returncode == 0, check.stdout
     assert fmt.returncode == 0, fmt.stdout
+
+    answers_file = json.loads((project / ".cookiecutter.json").read_text())
+    assert {k: answers_file[k] for k in answers} == answers  # what `cruft link` needs later
+
+
+HOSTILE_NAMES = [
+    '  Élan\'s "Quoted" Project  ',
+    "3D Vision",
+    "O'Connor \\ Back-slash",
+    "Übergrößen-Prüfung",
+    "a--b__c  d",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_odd_but_legal_names_bake_into_valid_projects(tmp_path: Path, name: str) -> None:
+    description = "Says \"hi\" \\ and 'bye'; {braces} #hash"
+    project = bake(tmp_path, project_name=name, description=description, author=name)
+    package = next((project / "src").iterdir()).name
+    assert package.isascii() and package.isidentifier() and not package[0].isdigit()
+    assert project.name.isascii() and re.fullmatch(r"[a-z0-9][a-z0-9-]*", project.name)
+    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    assert meta["name"] == project.name
+    assert meta["description"] == description  # quotes and backslashes survive TOML
+    assert meta["authors"][0]["name"] == name
+    assert meta["scripts"][project.name] == f"{package}.cli:main"
+    config = yaml.safe_load((project / "configs" / "default.yaml").read_text())
+    assert config["model"]["network"]["class_path"].startswith(f"{package}.")
+    assert json.loads((project / ".cookiecutter.json").read_text())["project_name"] == name
+    assert ruff(project, "check").returncode == 0

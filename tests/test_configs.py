@@ -2,11 +2,12 @@
 
 GPU-only trainer profiles (gpu, ddp, fsdp, deepspeed) are validated by the parser with
 ``--print_config``: no Trainer is built, so they are checked on a CPU-only machine too.
+Importing Lightning costs seconds, so one interpreter checks several bakes; each bake gets its
+own package name so they can be imported side by side.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -17,76 +18,104 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import CHOICES, bake
+from .conftest import CHOICES, COMBINATIONS, bake
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 LOGGER_CLASS = {"wandb": "WandbLogger", "tensorboard": "TensorBoardLogger", "csv": "CSVLogger"}
-# Runs in the baked project's interpreter: --print_config for each config, collected as JSON.
+# Runs in a fresh interpreter: --print_config for each (package, arguments), collected as JSON.
 DRIVER = """
-import contextlib, io, json, sys
-from {package}.cli import cli_main
-results = {{}}
-for name, args in json.loads(sys.argv[1]).items():
+import contextlib, importlib, io, json, sys
+results = []
+for package, args in json.loads(sys.argv[1]):
+    cli_main = importlib.import_module(package + ".cli").cli_main
     out, err, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            cli_main(["fit", "--config=configs/default.yaml", *args, "--print_config"])
+            cli_main(["fit", *args, "--print_config"])
         except SystemExit as exit:
             code = exit.code or 0
-    results[name] = {{"code": code, "out": out.getvalue(), "err": err.getvalue()}}
+    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
 print(json.dumps(results))
 """
+GROUPS = sorted({(c["task"], c["network"], c["logger"]) for c in COMBINATIONS})
 
 
-def print_configs(project: Path, requests: dict[str, list[str]]) -> dict[str, dict]:
-    package = next((project / "src").iterdir()).name
+def print_configs(projects: list[Path], requests: list[tuple[str, list[str]]]) -> list[dict]:
+    paths = os.pathsep.join(str(project / "src") for project in projects)
     result = subprocess.run(
-        [sys.executable, "-c", DRIVER.format(package=package), json.dumps(requests)],
-        cwd=project, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-    )  # fmt: skip
+        [sys.executable, "-c", DRIVER, json.dumps(requests)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": paths},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])
 
 
 def machine_independent(printed: str) -> str:
-    """The printed config without the version banner, which changes with the installed Lightning."""
+    """The printed config without the version banner, which follows the installed Lightning."""
     return re.sub(r"^# lightning\.pytorch==.*\n", "", printed)
 
 
-@pytest.mark.parametrize(
-    "task, logger, accelerator",
-    list(itertools.product(CHOICES["task"], CHOICES["logger"], CHOICES["accelerator"])),
-)
-def test_every_shipped_config_parses(tmp_path: Path, task: str, logger: str, accelerator: str) -> None:
-    project = bake(tmp_path, task=task, logger=logger, accelerator=accelerator, include_ci="no")
-    configs = project / "configs"
-    requests = {"default": []}
-    requests |= {f"trainer/{p.stem}": [f"--trainer={p}"] for p in (configs / "trainer").glob("*.yaml")}
-    requests |= {f"logger/{p.stem}": [f"--trainer.logger={p}"] for p in (configs / "logger").glob("*.yaml")}
-    results = print_configs(project, requests)
+@pytest.mark.parametrize("task, network, logger", GROUPS)
+def test_every_shipped_config_parses(tmp_path: Path, task: str, network: str, logger: str) -> None:
+    """All accelerator and CI answers for this task, network and logger, in one interpreter."""
+    bakes = {}
+    for accelerator in CHOICES["accelerator"]:
+        for ci in CHOICES["include_ci"]:
+            answers = dict(task=task, network=network, logger=logger, accelerator=accelerator)
+            name = f"cfg {accelerator} {ci}"
+            project = bake(tmp_path, project_name=name, include_ci=ci, **answers)
+            bakes[project] = (project.name.replace("-", "_"), answers)
+    requests = [
+        (package, [f"--config={p / 'configs/default.yaml'}"]) for p, (package, _) in bakes.items()
+    ]
+    # The profiles and logger files are the same in every bake: check them in the first.
+    first, (package, _) = next(iter(bakes.items()))
+    extra = {
+        f"{kind}/{path.stem}": f"--trainer{'.logger' if kind == 'logger' else ''}={path}"
+        for kind in ("trainer", "logger")
+        for path in sorted((first / "configs" / kind).glob("*.yaml"))
+    }
+    default = f"--config={first / 'configs/default.yaml'}"
+    requests += [(package, [default, argument]) for argument in extra.values()]
+    results = print_configs(list(bakes), requests)
 
-    for name, result in results.items():
-        assert result["code"] == 0, f"{name}: {result['err'][-2000:]}"
-    parsed = {name: yaml.safe_load(result["out"]) for name, result in results.items()}
-    default = parsed["default"]
-    assert default["trainer"]["accelerator"] == accelerator
-    if logger == "none":
-        assert default["trainer"]["logger"] is False
-    else:
-        assert default["trainer"]["logger"]["class_path"].endswith(LOGGER_CLASS[logger])
-    for name, config in parsed.items():
-        if name.startswith("trainer/"):
-            shipped = yaml.safe_load((configs / f"{name}.yaml").read_text())
+    names = [f"{p.name}/default" for p in bakes] + list(extra)
+    failed = {name: r["err"][-1500:] for name, r in zip(names, results, strict=True) if r["code"]}
+    assert not failed, failed
+    printed = [yaml.safe_load(r["out"]) for r in results]
+
+    for config, (_, answers) in zip(printed, bakes.values(), strict=False):
+        assert config["trainer"]["accelerator"] == answers["accelerator"]
+        network_class = config["model"]["network"]["class_path"]
+        expected_network = {"resnet18": "ResNet", "small_cnn": "SmallCNN", "mlp": "MLP"}
+        auto = "SmallCNN" if task == "image_classification" else "MLP"
+        assert network_class.endswith(expected_network.get(network, auto))
+        if logger == "none":
+            assert config["trainer"]["logger"] is False
+        else:
+            assert config["trainer"]["logger"]["class_path"].endswith(LOGGER_CLASS[logger])
+    for name, config in zip(extra, printed[len(bakes) :], strict=True):
+        kind, stem = name.split("/")
+        shipped = yaml.safe_load((first / "configs" / kind / f"{stem}.yaml").read_text())
+        if kind == "trainer":
             assert config["trainer"]["accelerator"] == shipped["accelerator"], name
-        if name.startswith("logger/"):
-            assert config["trainer"]["logger"]["class_path"].endswith(LOGGER_CLASS[name[7:]])
+        else:
+            assert config["trainer"]["logger"]["class_path"] == shipped["class_path"], name
 
-    if (logger, accelerator) == ("wandb", "auto"):  # the default answers
-        snapshot = SNAPSHOTS / f"{task}.yaml"
-        printed = machine_independent(results["default"]["out"])
-        if os.environ.get("UPDATE_SNAPSHOTS"):
-            snapshot.write_text(printed)
-        assert printed == snapshot.read_text(), (
-            f"the default config changed: review `git diff {snapshot}` after UPDATE_SNAPSHOTS=1"
-        )
+
+@pytest.mark.parametrize("task", CHOICES["task"])
+def test_default_config_snapshot(tmp_path: Path, task: str) -> None:
+    """A change to the shipped defaults shows up as a reviewed diff of tests/snapshots/."""
+    project = bake(tmp_path, task=task)
+    config = f"--config={project / 'configs' / 'default.yaml'}"
+    (result,) = print_configs([project], [("my_project", [config])])
+    printed = machine_independent(result["out"])
+    snapshot = SNAPSHOTS / f"{task}.yaml"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        snapshot.write_text(printed)
+    assert printed == snapshot.read_text(), (
+        f"the defaults changed: review, then UPDATE_SNAPSHOTS=1 ({snapshot})"
+    )

@@ -9,13 +9,15 @@ import pytest
 from cookiecutter.environment import StrictEnvironment
 from cookiecutter.exceptions import FailedHookException
 
-from .conftest import TEMPLATE, bake
+from .conftest import COMBINATIONS, TEMPLATE, bake
 
 ANSWERS = {
     "project_name": "My Project",
     "project_slug": "my-project",
     "package_name": "my_project",
     "task": "image_classification",
+    "network": "auto",
+    "email": "you@example.com",
     "include_ci": "yes",
 }
 
@@ -52,14 +54,48 @@ def test_pre_gen_refuses_a_bad_slug() -> None:
     assert any("project_slug" in error for error in errors)
 
 
+@pytest.mark.parametrize(
+    "task, network",
+    [
+        ("tabular_classification", "small_cnn"),
+        ("tabular_classification", "resnet18"),
+        ("image_classification", "mlp"),
+    ],
+)
+def test_pre_gen_refuses_a_network_that_does_not_fit_the_task(task: str, network: str) -> None:
+    errors = load_hook("pre_gen_project").validate({**ANSWERS, "task": task, "network": network})
+    assert any(f"network {network!r} does not fit task {task!r}" in error for error in errors)
+
+
+def test_every_supported_combination_passes_the_hook() -> None:
+    hook = load_hook("pre_gen_project")
+    for answers in COMBINATIONS:
+        assert hook.validate({**ANSWERS, **answers}) == [], answers
+
+
+@pytest.mark.parametrize("email", ["nobody", "a@b", "two@@example.com", "sp ace@example.com"])
+def test_pre_gen_refuses_a_malformed_email(email: str) -> None:
+    errors = load_hook("pre_gen_project").validate({**ANSWERS, "email": email})
+    assert any("is not an e-mail address" in error for error in errors)
+
+
+def test_pre_gen_accepts_no_email() -> None:
+    assert load_hook("pre_gen_project").validate({**ANSWERS, "email": ""}) == []
+
+
 def test_pre_gen_accepts_the_defaults() -> None:
     assert load_hook("pre_gen_project").validate(ANSWERS) == []
 
 
-def test_refused_bake_writes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "answers",
+    [{"package_name": "class"}, {"task": "tabular_classification", "network": "resnet18"}],
+)
+def test_refused_bake_writes_nothing(tmp_path: Path, answers: dict, capfd) -> None:
     with pytest.raises(FailedHookException):
-        bake(tmp_path, package_name="class")
+        bake(tmp_path, **answers)
     assert list(tmp_path.iterdir()) == []
+    assert "ERROR: " in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("task", ["image_classification", "tabular_classification"])

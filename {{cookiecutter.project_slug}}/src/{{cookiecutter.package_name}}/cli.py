@@ -8,7 +8,6 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import (
     ArgsType,
     LightningArgumentParser,
@@ -18,9 +17,9 @@ from lightning.pytorch.cli import (
 from lightning.pytorch.utilities import rank_zero_info
 
 from . import reports
-from .rundir import RUN_DIR_ENV, config_filename, resolve_run_dir
+from .rundir import RUN_DIR_ENV, config_filename, place_callbacks, resolve_run_dir
 from .system import Classifier
-from .tracking import point_loggers_at, spec_class
+from .tracking import place_loggers
 from .trainer import Trainer
 
 
@@ -34,9 +33,7 @@ class RunConfigSaver(SaveConfigCallback):
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / self.config_filename
-        self.parser.save(
-            self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile
-        )
+        self.parser.save(self.config, path, skip_none=False, multifile=self.multifile)
         resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams(resolved)
@@ -53,59 +50,36 @@ def split_seed(seed: int | bool) -> int:
 
 
 class ProjectCLI(LightningCLI):
+    """LightningCLI with one directory per run and the project's own subcommands."""
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
+        # Each entry names a Trainer method (see trainer.py) and the arguments the CLI supplies.
         return {**LightningCLI.subcommands(), "tune": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument(
-            "--run.root", type=Path, default=Path("runs"), help="Parent of all run directories."
-        )
-        parser.add_argument(
-            "--run.name",
-            type=str | None,
-            default=None,
-            help="Run directory name; default: time and subcommand.",
-        )
+        parser.add_argument("--run.root", type=Path, default=Path("runs"), help="Parent of runs.")
+        parser.add_argument("--run.name", type=str | None, help="Default: time and subcommand.")
         parser.link_arguments("seed_everything", "data.init_args.seed", compute_fn=split_seed)
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        run_dir = resolve_run_dir(
-            config.run.root, config.run.name, self.subcommand, config.get("ckpt_path")
-        )
-        config.run.root, config.run.name = (
-            run_dir.parent,
-            run_dir.name,
-        )  # the saved config resumes here
-        os.environ.setdefault(RUN_DIR_ENV, str(run_dir))
-        self.run_dir = run_dir
+        ckpt_path = config.get("ckpt_path")
+        self.run_dir = resolve_run_dir(config.run.root, config.run.name, self.subcommand, ckpt_path)
+        # Written back so that the saved config, run again, resumes in this directory.
+        config.run.root, config.run.name = self.run_dir.parent, self.run_dir.name
+        os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))
         trainer = config.trainer
-        trainer.default_root_dir = str(run_dir)
-        for notice in point_loggers_at(trainer.logger, run_dir):
-            rank_zero_info(notice)
+        trainer.default_root_dir = str(self.run_dir)
+        notices = place_loggers(trainer.logger, self.run_dir)
         has_logger = trainer.logger not in (None, False, [])
-        callbacks = []
-        for spec in trainer.callbacks or []:
-            cls = spec_class(spec)
-            if (
-                cls is not None
-                and issubclass(cls, ModelCheckpoint)
-                and spec.init_args.get("dirpath") is None
-            ):
-                spec.init_args.dirpath = str(run_dir / "checkpoints")
-            if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
-                rank_zero_info("No logger: LearningRateMonitor is off for this run.")
-                continue
-            callbacks.append(spec)
-        trainer.callbacks = callbacks
-        self.save_config_kwargs = {
-            "run_dir": run_dir,
-            "config_filename": config_filename(run_dir, self.subcommand),
-        }
-        rank_zero_info(f"Run directory: {run_dir}")
+        trainer.callbacks, more = place_callbacks(trainer.callbacks, self.run_dir, has_logger)
+        for notice in [*notices, *more, f"Run directory: {self.run_dir}"]:
+            rank_zero_info(notice)
+        filename = config_filename(self.run_dir, self.subcommand)
+        self.save_config_kwargs = {"run_dir": self.run_dir, "config_filename": filename}
 
     def after_fit(self) -> None:
         if self.trainer.fast_dev_run:
@@ -118,20 +92,15 @@ class ProjectCLI(LightningCLI):
     def after_test(self) -> None:
         if not self.trainer.is_global_zero:
             return
-        metrics = {
-            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")
-        }
-        written = [reports.save_metrics(metrics, self.run_dir / "test_metrics.json")]
-        class_names = getattr(self.datamodule, "class_names", None)
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if "test/" in k}
+        reports.save_metrics(metrics, self.run_dir / "test_metrics.json")
         matrix = getattr(self.model, "confusion_matrix", None)
-        if class_names is not None and matrix is not None:
+        class_names = getattr(self.datamodule, "class_names", None)
+        if matrix is not None and class_names is not None:
             plot = self.run_dir / "plots" / "confusion_matrix.png"
-            written.append(reports.save_confusion_matrix(matrix, class_names, plot))
-        summary = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
-        print(f"Test: {summary}")
-        for path in written:
-            print(f"  wrote {path}")
-        print(f"Run directory: {self.run_dir}")
+            reports.save_confusion_matrix(matrix, class_names, plot)
+        print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+        print(reports.describe_run(self.run_dir))
 
 
 def cli_main(args: ArgsType = None) -> ProjectCLI:

@@ -41,3 +41,16 @@ def save_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: Path
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def describe_run(run_dir: Path) -> str:
+    """What the run left where: the last lines a person reads."""
+    lines = [f"Run directory: {run_dir}"]
+    for entry in sorted(run_dir.iterdir()):
+        if entry.is_dir():
+            inside = sorted(p.name for p in entry.iterdir())
+            more = f", ... ({len(inside)} entries)" if len(inside) > 3 else ""
+            lines.append(f"  {entry.name + '/':<14} {', '.join(inside[:3])}{more}")
+        else:
+            lines.append(f"  {entry.name}")
+    return "\n".join(lines)

@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
 # DDP starts one process per device, each parsing the same command line; the first one
 # exports the directory it chose so the others write to the same place.
@@ -59,3 +63,28 @@ def config_filename(run_dir: Path, subcommand: str) -> str:
     if not (run_dir / "config.yaml").exists():
         return "config.yaml"
     return f"config.{subcommand}-{datetime.now():%Y%m%d-%H%M%S}.yaml"
+
+
+def spec_class(spec: Any) -> type | None:
+    """The class a parsed ``class_path``/``init_args`` spec names; None for anything else."""
+    if not isinstance(spec, Namespace) or "class_path" not in spec:
+        return None
+    module, _, name = spec.class_path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def place_callbacks(callbacks: list | None, run_dir: Path, has_logger: bool) -> tuple[list, list]:
+    """Checkpoints go to ``run_dir/checkpoints``; LearningRateMonitor needs a logger.
+
+    Returns the callback specs to keep and notices to print.
+    """
+    kept, notices = [], []
+    for spec in callbacks or []:
+        cls = spec_class(spec)
+        if cls is not None and issubclass(cls, ModelCheckpoint) and not spec.init_args.dirpath:
+            spec.init_args.dirpath = str(run_dir / "checkpoints")
+        if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
+            notices.append("No logger: LearningRateMonitor is off for this run.")
+            continue
+        kept.append(spec)
+    return kept, notices

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+from .rundir import spec_class
 
 # Where each logger writes inside the run directory, and its version folder. TensorBoard
 # keeps one folder (a resumed run appends event files to the same curves); CSVLogger would
@@ -38,15 +39,7 @@ def wandb_offline_reason(environ: os._Environ | dict = os.environ) -> str | None
     return "W&B: no API key found (WANDB_API_KEY or `wandb login`), so logging offline."
 
 
-def spec_class(spec: Any) -> type | None:
-    """The class a parsed ``class_path``/``init_args`` spec names; None for anything else."""
-    if not isinstance(spec, Namespace) or "class_path" not in spec:
-        return None
-    module, _, name = spec.class_path.rpartition(".")
-    return getattr(__import__(module, fromlist=[name]), name)
-
-
-def point_loggers_at(loggers: Any, run_dir: Path) -> list[str]:
+def place_loggers(loggers: Any, run_dir: Path) -> list[str]:
     """Set each logger's output directory inside ``run_dir``; return notices to print.
 
     ``loggers`` is the parsed ``trainer.logger`` value: a class spec, a list of them, or a
