@@ -32,7 +32,7 @@ def test_one_seed_drives_the_split(tmp_path: Path) -> None:
 def test_print_config_resolves_the_default(capsys) -> None:
     config = print_config(capsys)
     assert config["seed_everything"] == 42
-    assert config["model"]["network"]["class_path"].endswith(tuple(["SmallCNN", "MLP"]))
+    assert config["model"]["network"]["class_path"].startswith("{{ cookiecutter.package_name }}.networks.")
 
 
 @pytest.mark.parametrize("trainer", sorted(p.name for p in TRAINERS.glob("*.yaml")))
