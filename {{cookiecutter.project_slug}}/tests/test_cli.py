@@ -25,7 +25,7 @@ def print_config(capsys: pytest.CaptureFixture, *args: str) -> dict:
 
 
 def test_one_seed_drives_the_split(tmp_path: Path) -> None:
-    cli = run("fit", tmp_path, "--seed_everything=7", "--trainer.fast_dev_run=1")
+    cli = run("fit", tmp_path, *NO_LOGGER, "--seed_everything=7", "--trainer.fast_dev_run=1")
     assert cli.datamodule.seed == 7  # linked from seed_everything, never typed twice
 
 
@@ -51,17 +51,23 @@ def test_every_trainer_config_parses(capsys, trainer: str) -> None:
 
 @pytest.mark.parametrize("trainer", CPU_TRAINERS)
 def test_fast_dev_run_of_cpu_trainer_configs(tmp_path: Path, trainer: str) -> None:
-    cli = run("fit", tmp_path, f"--trainer={TRAINERS / trainer}", "--trainer.fast_dev_run=1")
+    cli = run(
+        "fit", tmp_path, *NO_LOGGER, f"--trainer={TRAINERS / trainer}", "--trainer.fast_dev_run=1"
+    )
     assert cli.trainer.global_step == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_dev_run_on_gpu(tmp_path: Path) -> None:
     cli = run(
-        "fit", tmp_path, f"--trainer={TRAINERS / 'gpu.yaml'}", "--trainer.fast_dev_run=1",
-        "--trainer.accelerator=gpu",
-    )  # fmt: skip
-    assert cli.trainer.global_step == 1 and next(cli.model.parameters()).is_cuda
+        "fit",
+        tmp_path,
+        *NO_LOGGER,
+        f"--trainer={TRAINERS / 'gpu.yaml'}",
+        "--trainer.fast_dev_run=1",
+    )
+    assert cli.trainer.global_step == 1
+    assert cli.trainer.strategy.root_device.type == "cuda" and cli.trainer.precision == "bf16-mixed"
 
 
 def test_run_directory_holds_config_checkpoints_logs_and_reports(fitted) -> None:
