@@ -63,6 +63,7 @@ TASK = {
         "src/my_project/networks/cnn.py",
         "src/my_project/networks/resnet.py",
         "tests/test_image_data.py",
+        "tests/test_image_networks.py",
     },
     "tabular_classification": {
         "src/my_project/data/tabular.py",

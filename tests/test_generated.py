@@ -45,7 +45,12 @@ def run(command: list[str], cwd: Path, home: Path, **env: str) -> subprocess.Com
     )
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS))
+def variants(*names: str) -> list:
+    """One xdist worker per variant (--dist loadgroup), so no bake is installed twice at once."""
+    return [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in names]
+
+
+@pytest.fixture(scope="module", params=variants(*VARIANTS))
 def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     variant = request.param
     project = bake(
@@ -63,11 +68,10 @@ def test_generated_suite_passes(installed: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("installed", variants(*MIN_TEST_ACCURACY), indirect=True)
 def test_default_training_reaches_its_accuracy(installed: Path, tmp_path: Path) -> None:
     """The quickstart's job: the console script with the shipped config, on the CPU."""
     variant = installed.name.removeprefix("slow-")
-    if variant not in MIN_TEST_ACCURACY:
-        pytest.skip("trained only with its task's default network")
     script = Path(sys.executable).parent / installed.name
     command = [
         str(script),

@@ -144,6 +144,14 @@ def test_evaluation_of_a_checkpoint_writes_into_its_run(fitted, tmp_path: Path) 
     assert not list(tmp_path.iterdir())
 
 
+def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.ckpt"
+    state = {"state_dict": torch.nn.Linear(3, 2).state_dict(), "pytorch-lightning_version": "2.4.0"}
+    torch.save(state, other)
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \"standardize.mean"):
+        run("test", tmp_path, *NO_LOGGER, f"--ckpt_path={other}")
+
+
 def test_tune_saves_the_lr_finder_plot(tmp_path: Path, capsys) -> None:
     cli = run("tune", tmp_path, *NO_LOGGER, "--num_training=15", "--trainer.limit_train_batches=15")
     assert (cli.run_dir / "plots" / "lr_finder.png").is_file()

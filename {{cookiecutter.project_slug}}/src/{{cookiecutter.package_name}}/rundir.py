@@ -15,6 +15,7 @@ directory brings later commands (resume, test, predict) back to that directory.
 
 from __future__ import annotations
 
+import importlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +71,7 @@ def spec_class(spec: Any) -> type | None:
     if not isinstance(spec, Namespace) or "class_path" not in spec:
         return None
     module, _, name = spec.class_path.rpartition(".")
-    return getattr(__import__(module, fromlist=[name]), name)
+    return getattr(importlib.import_module(module), name)
 
 
 def place_callbacks(callbacks: list | None, run_dir: Path, has_logger: bool) -> tuple[list, list]:

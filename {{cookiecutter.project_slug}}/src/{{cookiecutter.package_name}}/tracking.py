@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import netrc
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -19,7 +20,7 @@ from .rundir import spec_class
 SUBDIRS = {CSVLogger: ("csv", None), TensorBoardLogger: ("tensorboard", "")}
 
 
-def wandb_has_credentials(environ: os._Environ | dict = os.environ) -> bool:
+def wandb_has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
     """True when W&B can log in without asking: an API key in the environment or in netrc."""
     if environ.get("WANDB_API_KEY"):
         return True
@@ -30,7 +31,7 @@ def wandb_has_credentials(environ: os._Environ | dict = os.environ) -> bool:
         return False
 
 
-def wandb_offline_reason(environ: os._Environ | dict = os.environ) -> str | None:
+def wandb_offline_reason(environ: Mapping[str, str] = os.environ) -> str | None:
     """Why W&B must run offline (a one-line notice), or None when it may go online."""
     if environ.get("WANDB_MODE") in {"offline", "disabled", "dryrun"}:
         return None  # the user chose already; wandb honours WANDB_MODE itself
