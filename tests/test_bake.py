@@ -37,6 +37,7 @@ SHARED = {
             "trainer",
             "callbacks/__init__",
             "callbacks/gradient_monitor",
+            "callbacks/prediction_writer",
             "data/__init__",
             "data/loading",
             "data/split",

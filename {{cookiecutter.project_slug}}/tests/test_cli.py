@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -142,6 +143,14 @@ def test_evaluation_of_a_checkpoint_writes_into_its_run(fitted, tmp_path: Path) 
         assert cli.run_dir == fitted.run_dir
     assert len(list(fitted.run_dir.glob("config.test-*.yaml"))) == 1
     assert not list(tmp_path.iterdir())
+    rows = list(csv.DictReader((fitted.run_dir / "predictions.csv").open()))
+    batch_size = fitted.datamodule.predict_dataloader().batch_size
+    assert len(rows) == min(2 * batch_size, len(fitted.datamodule.dataset("test")))
+    names = fitted.datamodule.class_names
+    for row in rows:
+        probabilities = [float(row[name]) for name in names]
+        assert sum(probabilities) == pytest.approx(1, abs=1e-4)
+        assert row["predicted"] == names[probabilities.index(max(probabilities))]
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def save_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: Path
 
 def describe_run(run_dir: Path) -> str:
     """What the run left where: the last lines a person reads."""
-    lines = [f"Run directory: {run_dir}"]
+    lines = [f"Run directory: {run_dir.resolve()}"]
     for entry in sorted(run_dir.iterdir()):
         if entry.is_dir():
             inside = sorted(p.name for p in entry.iterdir())

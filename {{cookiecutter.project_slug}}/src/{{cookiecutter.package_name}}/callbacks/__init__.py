@@ -1,5 +1,6 @@
 """Callbacks Lightning doesn't ship."""
 
 from .gradient_monitor import GradientMonitor
+from .prediction_writer import PredictionWriter
 
-__all__ = ["GradientMonitor"]
+__all__ = ["GradientMonitor", "PredictionWriter"]
