@@ -73,7 +73,7 @@ TASK = {
     },
 }
 CI = {".github/workflows/ci.yml", ".pre-commit-config.yaml"}
-JINJA = re.compile(r"{{|{%|{#|cookiecutter\.")
+JINJA = re.compile(r"{{|{%|{#")
 
 
 def expected_files(answers: dict) -> set[str]:
