@@ -63,8 +63,6 @@ def datamodule_class() -> type:
 
 @pytest.fixture(scope="session")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> ProjectCLI:
-    """One short real fit shared by the tests that only inspect its results."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("WANDB_MODE", "offline")
-        root = tmp_path_factory.mktemp("runs")
-        return run("fit", root, "--run.name=shared", f"--trainer.logger={LOGGERS / 'csv.yaml'}")
+    """One short real fit (CSV logger) shared by the tests that only inspect its results."""
+    root = tmp_path_factory.mktemp("runs")
+    return run("fit", root, "--run.name=shared", f"--trainer.logger={LOGGERS / 'csv.yaml'}")
