@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from .conftest import CHOICES, bake
 
@@ -57,7 +58,8 @@ def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         tmp_path_factory.mktemp(variant), project_name=f"Slow {variant}", **VARIANTS[variant]
     )
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(project)]
-    subprocess.run(pip, check=True)
+    with FileLock(Path(sys.prefix) / ".template-tests-install.lock"):  # installs one after another
+        subprocess.run(pip, check=True)
     return project
 
 

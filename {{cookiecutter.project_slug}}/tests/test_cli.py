@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -164,7 +165,8 @@ def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
 def test_tune_saves_the_lr_finder_plot(tmp_path: Path, capsys) -> None:
     cli = run("tune", tmp_path, *NO_LOGGER, "--num_training=15", "--trainer.limit_train_batches=15")
     assert (cli.run_dir / "plots" / "lr_finder.png").is_file()
-    assert "Suggested learning rate" in capsys.readouterr().out
+    suggested = re.search(r"--model.lr (\S+)\)", capsys.readouterr().out).group(1)
+    assert cli.model.lr == float(suggested)  # the finder set the model's learning rate
 
 
 def test_unknown_config_key_is_refused(tmp_path: Path, capsys) -> None:

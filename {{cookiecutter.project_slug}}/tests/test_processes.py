@@ -72,6 +72,26 @@ def test_wandb_goes_offline_with_stdin_closed(tmp_path: Path) -> None:
     assert list(tmp_path.glob("*/wandb/offline-run-*"))
 
 
+def test_wandb_run_resumes_in_its_own_directory(tmp_path: Path) -> None:
+    """A second fit of the same run must neither abort on the saved config nor start over."""
+    root, home = tmp_path / "runs", tmp_path / "home"
+    first = command(
+        root, *WANDB, "--run.name=w", "--trainer.max_epochs=1", "--model.lr_scheduler=null"
+    )
+    resume = [sys.executable, "-m", PACKAGE, "fit", f"--config={root / 'w' / 'config.yaml'}"]
+    resume += ["--ckpt_path=last", "--trainer.max_epochs=2"]
+    for step in (first, resume):
+        result = subprocess.run(
+            step, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            env=no_credentials(home), timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "Restored all states" in result.stdout + result.stderr
+    assert [p.name for p in root.iterdir()] == ["w"]
+    runs = sorted((root / "w" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({run.name.split("-", 3)[-1] for run in runs}) == 1  # one W&B id
+
+
 def read_terminal(controller: int, process: subprocess.Popen, timeout: float) -> str:
     """Everything the process wrote to its terminal, until it exits; fail if it hangs."""
     output, deadline = b"", time.monotonic() + timeout
