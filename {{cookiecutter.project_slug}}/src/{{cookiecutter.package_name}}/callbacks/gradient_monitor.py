@@ -28,11 +28,9 @@ class GradientMonitor(L.Callback):
             per_layer: Log one norm per parameter tensor as well as the global one.
             stop_on_nonfinite: Raise on the first NaN/Inf gradient, naming the parameter.
         """
-        self.norm_type, self.per_layer, self.stop_on_nonfinite = (
-            norm_type,
-            per_layer,
-            stop_on_nonfinite,
-        )
+        self.norm_type = norm_type
+        self.per_layer = per_layer
+        self.stop_on_nonfinite = stop_on_nonfinite
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
