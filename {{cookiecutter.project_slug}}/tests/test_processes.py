@@ -12,23 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CONFIG, QUICK, TRAINERS
+from .conftest import CONFIG, LOGGERS, QUICK, TRAINERS
 
 PACKAGE = "{{ cookiecutter.package_name }}"
-WANDB = [f"--trainer.logger={CONFIG.parent / 'logger' / 'wandb.yaml'}"]
+WANDB = [f"--trainer.logger={LOGGERS / 'wandb.yaml'}"]
 
 
 def command(root: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        PACKAGE,
-        "fit",
-        f"--config={CONFIG}",
-        f"--run.root={root}",
-        *QUICK,
-        *args,
-    ]
+    fit = [sys.executable, "-m", PACKAGE, "fit", f"--config={CONFIG}"]
+    return [*fit, f"--run.root={root}", *QUICK, *args]
 
 
 def no_credentials(home: Path) -> dict[str, str]:
