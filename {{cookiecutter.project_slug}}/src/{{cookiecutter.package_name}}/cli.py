@@ -92,7 +92,9 @@ class ProjectCLI(LightningCLI):
     def after_test(self) -> None:
         if not self.trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if "test/" in k}
+        metrics = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")
+        }
         reports.save_metrics(metrics, self.run_dir / "test_metrics.json")
         matrix = getattr(self.model, "confusion_matrix", None)
         class_names = getattr(self.datamodule, "class_names", None)

@@ -78,36 +78,37 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.network(self.standardize(x))
 
-    def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection) -> Tensor:
-        """Loss of one batch; updates ``metrics`` (and the test confusion matrix)."""
+    def _step(
+        self, batch: tuple[Tensor, Tensor], metrics: MetricCollection
+    ) -> tuple[Tensor, Tensor]:
+        """Loss and logits of one batch; updates ``metrics``."""
         x, y = batch
         logits = self(x)
         metrics.update(logits, y)
-        if metrics is self.test_metrics:
-            self.test_confusion.update(logits, y)
-        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing), logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, self.train_metrics)
+        loss, _ = self._step(batch, self.train_metrics)
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         # sync_dist: all DDP ranks must see one monitored value (checkpoint names, early stop).
-        self.log("val/loss", self._step(batch, self.val_metrics), prog_bar=True, sync_dist=True)
+        loss, _ = self._step(batch, self.val_metrics)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.log("test/loss", self._step(batch, self.test_metrics), sync_dist=True)
+        loss, logits = self._step(batch, self.test_metrics)
+        self.log("test/loss", loss, sync_dist=True)
         self.log_dict(self.test_metrics)
-
-    def on_test_epoch_start(self) -> None:
-        self.test_confusion.reset()
+        self.test_confusion.update(logits, batch[1])
 
     def on_test_epoch_end(self) -> None:
         # compute() syncs across DDP ranks, so every rank calls it here; reports read the result.
         self.confusion_matrix = self.test_confusion.compute()
+        self.test_confusion.reset()
 
     def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

@@ -30,8 +30,10 @@ class PredictionWriter(BasePredictionWriter):
         batch_indices: Sequence[Sequence[Sequence[int]]],
     ) -> None:
         probabilities = torch.cat(list(predictions)).float().cpu()  # N, num_classes
+        predicted = probabilities.argmax(dim=1).tolist()
+        # Sample indices as the sampler chose them (under DDP each rank holds a share).
         indices = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
-        indices = indices or list(range(len(probabilities)))
+        indices = indices or range(len(probabilities))
         names = getattr(trainer.datamodule, "class_names", None)
         names = names or [str(c) for c in range(probabilities.shape[1])]
         path = Path(trainer.default_root_dir) / self.filename
@@ -41,7 +43,6 @@ class PredictionWriter(BasePredictionWriter):
         with path.open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["index", "predicted", *names])
-            for index, row in zip(indices, probabilities.tolist(), strict=True):
-                predicted = names[max(range(len(row)), key=row.__getitem__)]
-                writer.writerow([index, predicted, *(f"{p:.6f}" for p in row)])
+            for index, label, row in zip(indices, predicted, probabilities.tolist(), strict=True):
+                writer.writerow([index, names[label], *(f"{p:.6f}" for p in row)])
         print(f"Predictions: {path}")
