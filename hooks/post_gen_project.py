@@ -12,15 +12,20 @@ PACKAGE = "src/{{ cookiecutter.package_name }}"
 TASK_FILES = {
     "image_classification": [
         f"{PACKAGE}/data/image.py",
+        f"{PACKAGE}/data/image_checks.py",
+        f"{PACKAGE}/data/image_sources.py",
         f"{PACKAGE}/networks/cnn.py",
         f"{PACKAGE}/networks/resnet.py",
         "tests/test_image_data.py",
+        "tests/test_image_runs.py",
         "tests/test_image_networks.py",
     ],
     "tabular_classification": [
         f"{PACKAGE}/data/tabular.py",
+        f"{PACKAGE}/data/table_checks.py",
         f"{PACKAGE}/networks/mlp.py",
         "tests/test_tabular_data.py",
+        "tests/test_table_runs.py",
     ],
 }
 CI_FILES = [".github", ".pre-commit-config.yaml"]

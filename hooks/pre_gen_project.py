@@ -11,7 +11,7 @@ import sys
 IMPORTED = {
     "torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "jsonargparse",
     "sklearn", "pandas", "pyarrow", "numpy", "matplotlib", "wandb", "tensorboard", "yaml", "rich",
-    "tests",
+    "imagehash", "pil", "tests",
 }  # fmt: skip
 # Networks each task can start from; "auto" picks the first.
 NETWORKS = {

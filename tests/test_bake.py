@@ -39,7 +39,11 @@ SHARED = {
             "callbacks/gradient_monitor",
             "callbacks/prediction_writer",
             "data/__init__",
+            "data/base",
+            "data/checks",
+            "data/findings",
             "data/loading",
+            "data/manifest",
             "data/split",
             "networks/__init__",
         )
@@ -61,15 +65,20 @@ SHARED = {
 TASK = {
     "image_classification": {
         "src/my_project/data/image.py",
+        "src/my_project/data/image_checks.py",
+        "src/my_project/data/image_sources.py",
         "src/my_project/networks/cnn.py",
         "src/my_project/networks/resnet.py",
         "tests/test_image_data.py",
         "tests/test_image_networks.py",
+        "tests/test_image_runs.py",
     },
     "tabular_classification": {
         "src/my_project/data/tabular.py",
+        "src/my_project/data/table_checks.py",
         "src/my_project/networks/mlp.py",
         "tests/test_tabular_data.py",
+        "tests/test_table_runs.py",
     },
 }
 CI = {".github/workflows/ci.yml", ".pre-commit-config.yaml"}

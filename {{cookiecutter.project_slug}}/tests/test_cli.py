@@ -154,11 +154,16 @@ def test_evaluation_of_a_checkpoint_writes_into_its_run(fitted, tmp_path: Path) 
         assert row["predicted"] == names[probabilities.index(max(probabilities))]
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
+def test_checkpoint_of_another_model_is_refused(fitted, tmp_path: Path) -> None:
     other = tmp_path / "other.ckpt"
     state = {"state_dict": torch.nn.Linear(3, 2).state_dict(), "pytorch-lightning_version": "2.4.0"}
     torch.save(state, other)
-    with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \"standardize.mean"):
+    with pytest.raises(ValueError, match=r"not saved with \w+DataModule.*another model or task"):
+        run("test", tmp_path, *NO_LOGGER, f"--ckpt_path={other}")
+    # The data state fits, the weights are another network's.
+    state[type(fitted.datamodule).__qualname__] = fitted.datamodule.state_dict()
+    torch.save(state, other)
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \"class_weights"):
         run("test", tmp_path, *NO_LOGGER, f"--ckpt_path={other}")
 
 
@@ -167,6 +172,33 @@ def test_tune_saves_the_lr_finder_plot(tmp_path: Path, capsys) -> None:
     assert (cli.run_dir / "plots" / "lr_finder.png").is_file()
     suggested = re.search(r"--model.lr (\S+)\)", capsys.readouterr().out).group(1)
     assert cli.model.lr == float(suggested)  # the finder set the model's learning rate
+
+
+def test_profile_writes_the_report_without_training(tmp_path: Path, capsys) -> None:
+    cli = run("profile", tmp_path, *NO_LOGGER)
+    report = json.loads((cli.run_dir / "profile.json").read_text())
+    assert report["dataset"]["samples"] == len(cli.datamodule.prepared.ids)
+    for finding in report["findings"]:
+        assert set(finding) >= {"check", "severity", "subject", "message"}
+        assert finding["severity"] in {"info", "warning", "error"}
+    assert (cli.run_dir / "plots" / "profile_class_balance.png").stat().st_size > 0
+    assert (cli.run_dir / "split_manifest.csv").is_file()
+    assert "Data profile" in capsys.readouterr().out  # the same findings, as a table
+    assert cli.trainer.global_step == 0 and not (cli.run_dir / "checkpoints").exists()
+
+
+def test_profile_can_be_switched_off_but_the_manifest_stays(tmp_path: Path) -> None:
+    cli = run("fit", tmp_path, *NO_LOGGER, "--data.profile=false", "--trainer.max_epochs=1")
+    assert not (cli.run_dir / "profile.json").exists()
+    assert (cli.run_dir / "split_manifest.csv").is_file()
+    assert (cli.run_dir / "data_fingerprint.json").is_file()
+
+
+def test_unknown_cleaning_rule_is_refused(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        run("fit", tmp_path, "--data.rules.class_imbalance=ignore")
+    assert "class_imbalance" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_unknown_config_key_is_refused(tmp_path: Path, capsys) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from {{ cookiecutter.package_name }}.data.split import stratified_split
+from {{ cookiecutter.package_name }}.data.split import SPLITS, stratified_split
 
 from .conftest import datamodule_class
 
@@ -18,12 +18,12 @@ def datamodule():
 
 
 def test_split_is_disjoint_and_complete(datamodule) -> None:
-    train, val, test = datamodule.split_indices
-    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
-    total = len(train) + len(val) + len(test)
-    assert sorted(np.concatenate([train, val, test])) == list(range(total))
-    assert len(test) == pytest.approx(0.15 * total, abs=1)
-    assert len(val) == pytest.approx(0.15 * total, abs=1)
+    data = datamodule.prepared
+    assert len(set(data.ids)) == len(data.ids) == len(data.splits)  # each sample in one split
+    total = len(data.ids)
+    assert sum(len(datamodule.dataset(split)) for split in SPLITS) == total
+    assert data.splits.count("test") == pytest.approx(0.15 * total, abs=1)
+    assert data.splits.count("val") == pytest.approx(0.15 * total, abs=1)
 
 
 def test_split_keeps_class_balance() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CONFIG, LOGGERS, QUICK, TRAINERS
+from .conftest import CONFIG, LOGGERS, PROJECT, QUICK, TRAINERS
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 WANDB = [f"--trainer.logger={LOGGERS / 'wandb.yaml'}"]
@@ -37,8 +37,49 @@ def test_help_lists_every_subcommand() -> None:
     out = subprocess.run(
         [sys.executable, "-m", PACKAGE, "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for subcommand in ("fit", "validate", "test", "predict", "tune"):
+    for subcommand in ("fit", "validate", "test", "predict", "tune", "profile"):
         assert subcommand in out
+
+
+# Prints the hash of the first training batch after writing the split manifest to argv[3].
+FIRST_BATCH = """
+import hashlib, sys
+from pathlib import Path
+import lightning as L
+from tests.conftest import datamodule_class
+seed, workers, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+L.seed_everything(seed, workers=True)
+datamodule = datamodule_class()(seed=seed, num_workers=workers, profile=False)
+datamodule.write_reports(out)
+x, y = next(iter(datamodule.train_dataloader()))
+print(hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest())
+"""
+
+
+def first_batch(seed: int, workers: int, out: Path) -> subprocess.Popen:
+    command = [sys.executable, "-c", FIRST_BATCH, str(seed), str(workers), str(out)]
+    pipe = subprocess.PIPE
+    return subprocess.Popen(command, cwd=PROJECT, stdout=pipe, stderr=pipe, text=True)
+
+
+def test_same_seed_same_split_and_first_batch_across_processes(tmp_path: Path) -> None:
+    runs = {  # (seed, num_workers, attempt): a separate process each, started together
+        key: first_batch(key[0], key[1], tmp_path / str(key))
+        for key in [(3, 0, 1), (3, 0, 2), (3, 2, 1), (3, 2, 2), (4, 0, 1)]
+    }
+    batch, manifest = {}, {}
+    for key, process in runs.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        batch[key] = out.split()[-1]
+        manifest[key] = (tmp_path / str(key) / "split_manifest.csv").read_text()
+    for workers in (0, 2):
+        assert batch[(3, workers, 1)] == batch[(3, workers, 2)]
+        assert manifest[(3, workers, 1)] == manifest[(3, workers, 2)] == manifest[(3, 0, 1)]
+    assert manifest[(4, 0, 1)] != manifest[(3, 0, 1)]  # another seed, another split
+    assert batch[(4, 0, 1)] != batch[(3, 0, 1)]
+    fingerprints = {(tmp_path / str(k) / "data_fingerprint.json").read_text() for k in runs}
+    assert len(fingerprints) == 1  # the same data, whatever the split
 
 
 def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``fit``, ``validate``, ``test``, ``predict`` and ``tune`` through LightningCLI."""
+"""Command line: ``fit``, ``validate``, ``test``, ``predict``, ``tune`` and ``profile``."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ class ProjectCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # Each entry names a Trainer method (see trainer.py) and the arguments the CLI supplies.
-        return {**LightningCLI.subcommands(), "tune": {"model", "datamodule"}}
+        own = {"tune": {"model", "datamodule"}, "profile": {"model", "datamodule"}}
+        return {**LightningCLI.subcommands(), **own}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.root", type=Path, default=Path("runs"), help="Parent of runs.")
@@ -71,6 +72,11 @@ class ProjectCLI(LightningCLI):
         # Written back so that the saved config, run again, resumes in this directory.
         config.run.root, config.run.name = self.run_dir.parent, self.run_dir.name
         os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))
+        restores_data = self.subcommand in ("validate", "test", "predict") and ckpt_path
+        if restores_data and "fitted_from" in config.data.get("init_args", {}):
+            # The data module takes class names, statistics and vocabularies from the
+            # checkpoint, so new inputs are prepared exactly as the training data was.
+            config.data.init_args.fitted_from = Path(ckpt_path)
         trainer = config.trainer
         trainer.default_root_dir = str(self.run_dir)
         notices = place_loggers(trainer.logger, self.run_dir)

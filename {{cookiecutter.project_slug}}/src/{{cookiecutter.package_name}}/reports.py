@@ -1,4 +1,8 @@
-"""Files a person reads after a run: test metrics as JSON and a confusion-matrix plot."""
+"""Files a person reads: test metrics as JSON, a confusion matrix, pictures of the data.
+
+Every picture is a file in the run directory, and is also sent to W&B or TensorBoard when
+one of them is the run's logger (``publish_figure``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 
 import matplotlib.pyplot as plt
 import numpy as np
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from matplotlib.figure import Figure
 from torch import Tensor
 
 
@@ -54,3 +60,36 @@ def describe_run(run_dir: Path) -> str:
         else:
             lines.append(f"  {entry.name}")
     return "\n".join(lines)
+
+
+def publish_figure(figure: Figure, path: Path, loggers: Sequence = ()) -> Path:
+    """Save ``figure`` as ``path``; send it to each W&B/TensorBoard logger under its stem."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=f"plots/{path.stem}", images=[str(path)])
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(f"plots/{path.stem}", figure, close=False)
+    plt.close(figure)
+    return path
+
+
+def class_balance(labels: Sequence[str], splits: Sequence[str]) -> Figure:
+    """Samples per class, one bar per split."""
+    names = sorted(set(labels))
+    parts = sorted(set(splits), key=["train", "val", "test"].index)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 2), 3.5))
+    width = 0.8 / len(parts)
+    for k, part in enumerate(parts):
+        counts = [
+            sum(1 for y, s in zip(labels, splits, strict=True) if y == n and s == part)
+            for n in names
+        ]
+        ax.bar(np.arange(len(names)) + k * width, counts, width, label=part)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=45, ha="right")
+    ax.set(ylabel="samples")
+    ax.set_title("Class balance", loc="left")
+    ax.legend(ncols=len(parts), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig

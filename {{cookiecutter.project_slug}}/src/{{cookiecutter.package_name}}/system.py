@@ -57,6 +57,8 @@ class Classifier(L.LightningModule):
         self.lr = lr
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.standardize = Standardize(input_shape)
+        # Loss weight per class: all ones unless the data's imbalance rule asks for weights.
+        self.register_buffer("class_weights", torch.ones(num_classes))
         self.network = network(input_shape, num_classes)
         metrics = MetricCollection(
             {
@@ -74,6 +76,8 @@ class Classifier(L.LightningModule):
         if stage == "fit" and hasattr(datamodule, "train_statistics"):
             # Resuming restores the same buffers from the checkpoint after this.
             self.standardize.fit(*datamodule.train_statistics())
+        if stage == "fit" and getattr(datamodule, "class_weights", None) is not None:
+            self.class_weights.copy_(torch.as_tensor(datamodule.class_weights))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(self.standardize(x))
@@ -85,7 +89,10 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         metrics.update(logits, y)
-        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing), logits
+        loss = F.cross_entropy(
+            logits, y, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
+        )
+        return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._step(batch, self.train_metrics)

@@ -12,6 +12,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.tuner import Tuner
 
+from .data.base import CheckedDataModule
+from .data.findings import raise_on_failures
+
 
 class Trainer(L.Trainer):
     def tune(
@@ -40,3 +43,11 @@ class Trainer(L.Trainer):
             print(f"LR finder plot: {plot}")
             print(f"Suggested learning rate: {suggestion} (use it with --model.lr {suggestion})")
         return suggestion
+
+    def profile(self, model: L.LightningModule, datamodule: CheckedDataModule) -> None:
+        """Check the data without training: ``profile.json``, pictures, split manifest.
+
+        Exits non-zero when ``fit`` would refuse the data, so it can gate a pipeline.
+        """
+        datamodule.write_reports(Path(self.default_root_dir), self.loggers)
+        raise_on_failures(datamodule.prepared.findings)

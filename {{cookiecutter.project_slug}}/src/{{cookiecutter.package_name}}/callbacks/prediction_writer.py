@@ -12,7 +12,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes one row per sample: its index, the predicted class and every class probability.
+    """Writes one row per sample: its id, the predicted class and every class probability.
+
+    The id is what the data module's ``predict_ids`` names (a file path, a row id); the
+    position in the predicted data otherwise.
 
     Lightning returns predictions to the caller, which the command line drops; this keeps them.
     Under DDP each process writes the samples it predicted, to ``<stem>.rank<N>.csv``.
@@ -34,6 +37,8 @@ class PredictionWriter(BasePredictionWriter):
         # Sample indices as the sampler chose them (under DDP each rank holds a share).
         indices = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
         indices = indices or range(len(probabilities))
+        ids = getattr(trainer.datamodule, "predict_ids", None)
+        ids = [ids[i] for i in indices] if ids is not None else list(indices)
         names = getattr(trainer.datamodule, "class_names", None)
         names = names or [str(c) for c in range(probabilities.shape[1])]
         path = Path(trainer.default_root_dir) / self.filename
@@ -42,7 +47,7 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["index", "predicted", *names])
-            for index, label, row in zip(indices, predicted, probabilities.tolist(), strict=True):
-                writer.writerow([index, names[label], *(f"{p:.6f}" for p in row)])
+            writer.writerow(["id", "predicted", *names])
+            for sample, label, row in zip(ids, predicted, probabilities.tolist(), strict=True):
+                writer.writerow([sample, names[label], *(f"{p:.6f}" for p in row)])
         print(f"Predictions: {path}")

@@ -1,14 +1,38 @@
-"""Seeded, stratified train/val/test splits."""
+"""Train/val/test splits: seeded and stratified, as given by the data, or ordered in time."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from .findings import DataError
+
 Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")  # the order of split_indices
+SPLITS: tuple[Split, ...] = ("train", "val", "test")  # the order of split index tuples
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must each lie "
+            "in (0, 1) and leave room for training data"
+        )
+
+
+def holdout(
+    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) with the class balance of ``labels[indices]`` in both."""
+    try:
+        return train_test_split(
+            indices, test_size=fraction, stratify=labels[indices], random_state=seed
+        )
+    except ValueError as error:  # e.g. a class with a single sample can't be stratified
+        counts = dict(zip(*np.unique(labels[indices], return_counts=True), strict=True))
+        raise DataError(f"Can't split {len(indices)} samples ({counts}): {error}") from error
 
 
 def stratified_split(
@@ -19,19 +43,50 @@ def stratified_split(
     The test split is cut first so that changing ``val_fraction`` never moves a sample
     into or out of the test set.
     """
-    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(
-            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must each lie "
-            "in (0, 1) and leave room for training data"
-        )
-    indices = np.arange(len(labels))
-    rest, test = train_test_split(
-        indices, test_size=test_fraction, stratify=labels, random_state=seed
-    )
-    train, val = train_test_split(
-        rest,
-        test_size=val_fraction / (1 - test_fraction),
-        stratify=labels[rest],
-        random_state=seed,
-    )
+    check_fractions(val_fraction, test_fraction)
+    rest, test = holdout(np.arange(len(labels)), labels, test_fraction, seed)
+    train, val = holdout(rest, labels, val_fraction / (1 - test_fraction), seed)
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def assign_splits(
+    labels: np.ndarray,
+    given: Sequence[str | None],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> np.ndarray:
+    """The split of every sample: as ``given``, the seed deciding where ``given`` is None.
+
+    With no test samples given, the seed cuts all three splits from the undecided samples;
+    with a given test split (a torchvision test set, a ``test`` folder) it cuts only
+    ``val_fraction`` of them for validation.
+    """
+    check_fractions(val_fraction, test_fraction)
+    splits = np.array([s or "" for s in given], dtype=object)
+    pool = np.flatnonzero(splits == "")
+    if len(pool) and "test" in splits:
+        train, val = holdout(pool, labels, val_fraction, seed)
+        splits[train], splits[val] = "train", "val"
+    elif len(pool):
+        for name, part in zip(
+            SPLITS, stratified_split(labels[pool], val_fraction, test_fraction, seed), strict=True
+        ):
+            splits[pool[part]] = name
+    return splits
+
+
+def time_split(
+    times: np.ndarray, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) by time: the latest rows test, the ones before them validation.
+
+    No training row is later than any validation or test row; rows with equal times may
+    straddle a boundary (not later, so no look-ahead).
+    """
+    check_fractions(val_fraction, test_fraction)
+    order = np.argsort(times, kind="stable")
+    n = len(order)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    train, val, test = np.split(order, [n - n_test - n_val, n - n_test])
     return np.sort(train), np.sort(val), np.sort(test)

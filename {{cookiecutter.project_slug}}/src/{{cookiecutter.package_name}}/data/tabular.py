@@ -1,51 +1,116 @@
-"""Tabular classification data: a CSV/Parquet file, or scikit-learn's breast-cancer table."""
+"""Tabular classification data: a CSV/Parquet file, or scikit-learn's breast-cancer table;
+checked, cleaned, split by the seed or by time, and encoded by one fitted definition."""
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-import lightning as L
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from sklearn.datasets import load_breast_cancer
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from .loading import loader_kwargs
-from .split import SPLITS, Split, stratified_split
+from .base import CheckedDataModule, Prepared
+from .checks import (
+    class_imbalance,
+    cross_split_duplicates,
+    imbalance_remedy,
+    within_split_duplicates,
+)
+from .findings import DataError, Finding
+from .manifest import fingerprint
+from .split import SPLITS, Split, stratified_split, time_split
+from .table_checks import (
+    TableRules,
+    column_kind,
+    constant_columns,
+    id_like_columns,
+    label_leaks,
+    missing_values,
+    name_rows,
+    numbers,
+    outliers,
+    parse_times,
+    robust_z,
+    row_hashes,
+    texts,
+    time_order,
+)
+
+EMBEDDED = "embedded breast cancer"
 
 
-def read_table(path: Path | None, target: str) -> tuple[pd.DataFrame, pd.Series]:
-    """Features and labels from ``path``; the embedded breast-cancer table when ``path`` is None.
-
-    Raises ``ValueError`` naming the offending columns when the table can't be trained on
-    as it is: a missing target, non-numeric features, or missing values.
-    """
+def read_table(path: Path | None, target: str) -> pd.DataFrame:
+    """Rows numbered from 0 in file order. CSV cells are read as text, so that every type
+    is decided here, the same way for training and prediction; only empty cells are missing."""
     if path is None:
         bunch = load_breast_cancer(as_frame=True)
-        labels = bunch.target.map(dict(enumerate(bunch.target_names)))
-        return bunch.data, labels.rename(target)
-    table = pd.read_parquet(path) if Path(path).suffix == ".parquet" else pd.read_csv(path)
-    if target not in table.columns:
-        raise ValueError(
-            f"{path}: no target column {target!r}; columns are {list(table.columns)}. "
-            "Set data.init_args.target to the label column."
-        )
-    features = table.drop(columns=[target])
-    non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    if non_numeric:
-        raise ValueError(f"{path}: non-numeric feature columns {non_numeric}; encode or drop them.")
-    missing = [c for c in table.columns if table[c].isna().any()]
-    if missing:
-        raise ValueError(f"{path}: missing values in columns {missing}; impute or drop them.")
-    return features, table[target]
+        return bunch.data.assign(**{target: bunch.target.map(dict(enumerate(bunch.target_names)))})
+    if Path(path).suffix == ".parquet":
+        table = pd.read_parquet(path)
+    else:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    return table.rename(columns=str).reset_index(drop=True)
 
 
-class TabularDataModule(L.LightningDataModule):
-    """Rows split by a seed into stratified train/val/test sets.
+def encode(frame: pd.DataFrame, state: dict[str, Any]) -> torch.Tensor:
+    """Rows as float32 features, from the fitted ``state`` alone: numbers with missing cells
+    set to the training median; categories one-hot over the training vocabulary, plus one
+    slot for unseen or missing ones. Training, ``predict`` and serving all call this."""
+    blocks = [np.zeros((len(frame), 0), dtype=np.float32)]
+    for name in state["columns"]:
+        if name in state["categorical"]:
+            vocabulary = state["categorical"][name]
+            codes = pd.Index(vocabulary, dtype=object).get_indexer(texts(frame[name]))
+            codes = np.where(codes < 0, len(vocabulary), codes)
+            blocks.append(np.eye(len(vocabulary) + 1, dtype=np.float32)[codes])
+        else:
+            values = numbers(frame[name], dates=name in state["dates"])
+            blocks.append(values.fillna(state["numeric"][name]).to_numpy(np.float32)[:, None])
+    return torch.from_numpy(np.concatenate(blocks, axis=1))
 
-    Features stay raw here; the model standardises them with statistics from
+
+def fit_encoding(
+    train: pd.DataFrame, kinds: dict, features: list[str], limit: int, findings: list[Finding]
+) -> dict[str, Any]:
+    """What ``encode`` needs, from the training rows only: medians, and vocabularies of the
+    ``limit`` most frequent categories (ties by name)."""
+    numeric, categorical, names = {}, {}, []
+    for name in features:
+        if kinds[name] != "categorical":
+            median = train[name].median()
+            numeric[name] = 0.0 if pd.isna(median) else float(median)
+            names.append(name)
+            continue
+        counts = sorted(train[name].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+        categorical[name] = [str(value) for value, _ in counts[:limit]]
+        names += [f"{name}={value}" for value in [*categorical[name], "<unknown>"]]
+        if len(counts) > limit:
+            message = (
+                f"kept the {limit} most frequent of {len(counts)} training categories; "
+                "the rest map to the unknown slot"
+            )
+            findings.append(Finding("category_cap", "info", name, message))
+    return {
+        "input_shape": [len(names)],
+        "columns": features,
+        "numeric": numeric,
+        "categorical": categorical,
+        "dates": [name for name in features if kinds[name] == "date"],
+        "feature_names": names,
+    }
+
+
+class TabularDataModule(CheckedDataModule):
+    """Rows split by a seed (stratified) or by time into train/val/test.
+
+    Columns are typed, checked and encoded with a state fitted on the training split
+    (medians, vocabularies, dropped columns) and saved in checkpoints, so ``predict`` needs
+    none of the training data. Standardisation is done by the model, with statistics from
     :meth:`train_statistics`, so that serving sees the same preprocessing.
     """
 
@@ -53,6 +118,14 @@ class TabularDataModule(L.LightningDataModule):
         self,
         path: Path | None = None,
         target: str = "target",
+        time_column: str | None = None,
+        predict_path: Path | None = None,
+        categorical: list[str] | None = None,
+        max_categories: int = 50,
+        rules: TableRules = TableRules(),  # noqa: B008 (a frozen default, read only)
+        leak_auc: float = 0.99,
+        outlier_threshold: float = 50.0,
+        profile: bool = True,
         seed: int = 42,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
@@ -61,11 +134,23 @@ class TabularDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,  # None: pin when CUDA is available
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
+        fitted_from: Path | None = None,
     ) -> None:
         """
         Args:
             path: CSV or Parquet file; None uses the embedded breast-cancer table.
             target: Label column.
+            time_column: Split by this column's times (the latest rows test, the ones before
+                them validation) instead of at random; never a feature.
+            predict_path: A CSV/Parquet table for ``predict``; its label column is ignored.
+            categorical: Columns to treat as categories even when they hold numbers; by
+                default, columns that aren't numbers are.
+            max_categories: Categories kept per column, the most frequent in training; the
+                rest share an "unknown" slot with categories unseen in training.
+            rules: What ``fit`` does about each check's findings (see ``profile.json``).
+            leak_auc: ROC AUC at which one column alone predicting the label is a leak.
+            outlier_threshold: Robust z-score (median, MAD) beyond which a value is an outlier.
+            profile: Write ``profile.json`` and pictures of the data at the start of ``fit``.
             seed: Fixes the split; LightningCLI links it to ``seed_everything``.
             val_fraction: Share of all rows held out for validation.
             test_fraction: Share of all rows held out for the final test.
@@ -74,60 +159,219 @@ class TabularDataModule(L.LightningDataModule):
             pin_memory: Page-locked host memory for faster host-to-GPU copies.
             persistent_workers: Keep workers alive between epochs.
             prefetch_factor: Batches each worker loads ahead.
+            fitted_from: A checkpoint whose fitted data state (class names, columns, medians,
+                vocabularies) to use instead of fitting one; the CLI sets it from ``--ckpt_path``.
         """
-        super().__init__()
-        self.path, self.target = path, target
-        self.seed, self.val_fraction, self.test_fraction = seed, val_fraction, test_fraction
-        self.loader_kwargs = loader_kwargs(
-            batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor
+        super().__init__(
+            seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
+            persistent_workers, prefetch_factor, profile, fitted_from,
+        )  # fmt: skip
+        self.path, self.target, self.time_column = path, target, time_column
+        self.predict_path, self.categorical = predict_path, categorical or []
+        self.max_categories, self.rules = max_categories, rules
+        self.leak_auc, self.outlier_threshold = leak_auc, outlier_threshold
+
+    def prepare(self) -> Prepared:
+        rules, source = self.rules, str(self.path or EMBEDDED)
+        frame = read_table(self.path, self.target)
+        rows_read, columns_read = frame.shape
+        frame, labels, findings = self.labeled_rows(frame)
+        kinds, typed, dropped = self.type_columns(frame, findings)
+        features = [name for name in kinds if name not in dropped]
+        gaps = missing_values(typed[features], rules.missing_values)
+        findings += gaps
+        if rules.missing_values == "drop" and gaps:
+            complete = typed[[f.subject for f in gaps]].notna().all(axis=1)
+            frame, typed, labels = frame[complete], typed[complete], labels[complete]
+
+        class_names = sorted(labels.unique())
+        if len(class_names) < 2:
+            raise DataError(f"{source}: a single class ({class_names}) leaves nothing to learn")
+        codes = pd.Categorical(labels, categories=class_names).codes.astype(np.int64)
+        ids = np.array([str(i) for i in frame.index], dtype=object)
+        splits = self.split(frame, codes, ids, findings)
+        train = splits == "train"
+        numeric = [name for name in features if kinds[name] == "numeric"]
+        z = robust_z(typed[numeric], train)
+        extremes = outliers(typed[numeric], z, self.outlier_threshold, rules.outliers)
+        use = ~(z > self.outlier_threshold).any(axis=1).to_numpy() | (rules.outliers != "drop")
+        hashes = row_hashes(frame[features])
+        copies = cross_split_duplicates(ids, hashes, splits, rules.duplicate_across_splits)
+        findings += extremes + copies + within_split_duplicates(ids, hashes)
+        use &= ~np.isin(ids, [f.subject for f in copies if f.action == "drop"])
+        train &= use
+        leaks = label_leaks(
+            typed.loc[train, features], codes[train], self.leak_auc, self.seed,
+            rules.label_leak,
+        )  # fmt: skip
+        findings += leaks
+        dropped |= dropped_columns(leaks)
+        features = [name for name in features if name not in dropped]
+        if not features or not train.any():
+            raise DataError(
+                f"{source}: nothing left to train on ({train.sum()} training rows; "
+                f"dropped columns {dropped})"
+            )
+
+        state = {
+            "class_names": class_names,
+            "target": self.target,
+            "time_column": self.time_column,
+            "dropped": dropped,
+            **fit_encoding(typed.loc[train], kinds, features, self.max_categories, findings),
+        }
+        imbalance = class_imbalance(codes[train], class_names, rules.class_imbalance)
+        findings.append(imbalance)
+        state |= imbalance_remedy(imbalance, codes[train], len(class_names))
+        x, y = encode(frame[use], state), torch.from_numpy(codes[use])
+        splits, ids, kept = splits[use], ids[use], codes[use]
+        datasets = {s: TensorDataset(x[splits == s], y[splits == s]) for s in SPLITS}
+        self.profile_table = typed.loc[train, list(kinds)]
+        names = [class_names[c] for c in kept]
+        hashes = [h for h, u in zip(hashes, use, strict=True) if u]
+        counts = {
+            "source": source,
+            "rows": rows_read,
+            "columns": columns_read,
+            "per_split": {s: len(datasets[s]) for s in SPLITS},
+            "features": features,
+            "encoded_features": x.shape[1],
+            "dropped_columns": dropped,
+        }
+        digest = fingerprint(list(ids), hashes, names)
+        return Prepared(
+            datasets, codes[train], list(ids), names, list(splits), digest, findings, state, counts
         )
 
-    @cached_property
-    def _table(self) -> tuple[torch.Tensor, np.ndarray, list[str], list[str]]:
-        features, labels = read_table(self.path, self.target)
-        codes, class_names = pd.factorize(labels, sort=True)
-        x = torch.tensor(features.to_numpy(dtype=np.float32))
-        return x, codes, [str(c) for c in class_names], list(features.columns)
+    def labeled_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, list]:
+        """The rows with a label; a DataError when a named column is not in the table."""
+        named = [self.target, *([self.time_column] if self.time_column else []), *self.categorical]
+        absent = [name for name in named if name not in frame.columns]
+        if absent:
+            what = "target column" if absent[0] == self.target else "column"
+            raise DataError(
+                f"{self.path or EMBEDDED}: no {what} {absent[0]!r}; columns are "
+                f"{list(frame.columns)}. Name the table's columns in data.init_args."
+            )
+        labels, findings = texts(frame[self.target]), []
+        if labels.isna().any():
+            unlabeled = frame.index[labels.isna()]
+            message = f"{len(unlabeled)} rows without a label: {name_rows(unlabeled)}"
+            action = self.rules.missing_label
+            findings.append(Finding("missing_label", "warning", self.target, message, action))
+        return frame[labels.notna()], labels[labels.notna()], findings
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    def type_columns(
+        self, frame: pd.DataFrame, findings: list[Finding]
+    ) -> tuple[dict[str, str], pd.DataFrame, dict[str, str]]:
+        """Each feature column's kind, its values as numbers or categories, and the columns
+        the typing, constant and identifier checks drop (with the check that dropped them)."""
+        kinds: dict[str, str] = {}
+        found: list[Finding] = []
+        for name in frame.columns.drop([self.target, self.time_column], errors="ignore"):
+            if name in self.categorical:
+                kinds[name] = "categorical"
+                continue
+            kinds[name], more = column_kind(name, frame[name], self.rules, not self.time_column)
+            found += more
+        typed = pd.DataFrame(
+            {name: typed_column(frame[name], kind) for name, kind in kinds.items()},
+            index=frame.index,
+        )
+        dropped = dropped_columns(found)
+        kept = [n for n in kinds if n not in dropped]
+        constant = constant_columns(typed[kept], self.rules.constant_column)
+        dropped |= dropped_columns(constant)
+        kept = [n for n in kinds if n not in dropped]
+        identifiers = id_like_columns(typed[kept], kinds, self.rules.id_like_column)
+        dropped |= dropped_columns(identifiers)
+        findings += found + constant + identifiers
+        return kinds, typed, dropped
 
-    @property
-    def class_names(self) -> list[str]:
-        return self._table[2]
+    def split(
+        self, frame: pd.DataFrame, codes: np.ndarray, ids: np.ndarray, findings: list[Finding]
+    ) -> np.ndarray:
+        """Each row's split: by ``time_column`` (its order checked), else seeded, stratified."""
+        if self.time_column:
+            times = parse_times(frame[self.time_column]).to_numpy()
+            parts = time_split(times, self.val_fraction, self.test_fraction)
+        else:
+            parts = stratified_split(codes, self.val_fraction, self.test_fraction, self.seed)
+        splits = np.empty(len(frame), dtype=object)
+        for name, part in zip(SPLITS, parts, strict=True):
+            splits[part] = name
+        if self.time_column:
+            findings += time_order(times, splits, ids)
+        return splits
 
     @property
     def feature_names(self) -> list[str]:
-        return self._table[3]
-
-    @property
-    def input_shape(self) -> list[int]:
-        return [self._table[0].shape[1]]
-
-    @cached_property
-    def split_indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(train, val, test) row indices: a function of the seed and fractions only."""
-        return stratified_split(self._table[1], self.val_fraction, self.test_fraction, self.seed)
-
-    def train_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-feature mean and std of the training rows."""
-        train = self._table[0][self.split_indices[0]]
-        return train.mean(dim=0), train.std(dim=0)
+        return self.state["feature_names"]
 
     def dataset(self, split: Split) -> TensorDataset:
-        x, codes = self._table[:2]
-        indices = self.split_indices[SPLITS.index(split)]
-        return TensorDataset(x[indices], torch.as_tensor(codes[indices], dtype=torch.long))
+        return self.prepared.datasets[split]
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("train"), shuffle=True, **self.loader_kwargs)
+    def train_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and std of the encoded training rows, shaped (F,).
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("val"), **self.loader_kwargs)
+        A feature constant in training (an unknown slot never seen) gets std 1, not 0:
+        otherwise one unseen category at prediction would be scaled by 1/eps.
+        """
+        x = self.prepared.datasets["train"].tensors[0]
+        std = x.std(dim=0)
+        return x.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std))
 
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("test"), **self.loader_kwargs)
+    def read_predict_inputs(self) -> tuple[Dataset, list[str]] | None:
+        """Rows of ``predict_path``, encoded with the fitted state; extra columns ignored."""
+        if self.predict_path is None:
+            return None
+        frame = read_table(self.predict_path, self.target)
+        expected = self.state["columns"]
+        absent = [name for name in expected if name not in frame.columns]
+        if absent:
+            raise DataError(f"{self.predict_path}: no column {absent} (the model needs {expected})")
+        x = encode(frame, self.state)
+        return TensorDataset(x, torch.full((len(x),), -1)), [str(i) for i in frame.index]
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def profile_figures(self) -> dict[str, Figure]:
+        _ = self.prepared  # preparing records the training rows as profile_table
+        table = self.profile_table
+        return {"histograms": histograms(table), "missing_values": missing_map(table)}
+
+
+def typed_column(column: pd.Series, kind: str) -> pd.Series:
+    return texts(column) if kind == "categorical" else numbers(column, kind == "date")
+
+
+def dropped_columns(findings: list[Finding]) -> dict[str, str]:
+    return {f.subject: f.check for f in findings if f.action == "drop"}
+
+
+def histograms(table: pd.DataFrame, limit: int = 30) -> Figure:
+    """Distributions of the first ``limit`` numeric columns of the training rows."""
+    numeric = [n for n in table.columns if pd.api.types.is_numeric_dtype(table[n])][:limit]
+    cols = min(6, max(len(numeric), 1))
+    rows = max(1, -(-len(numeric) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, numeric, strict=False):
+        ax.axis("on")
+        ax.hist(table[name].dropna(), bins=30, color="tab:blue")
+        ax.set_title(name, fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("Training features")
+    fig.tight_layout()
+    return fig
+
+
+def missing_map(table: pd.DataFrame, limit: int = 1000) -> Figure:
+    """Missing cells (shaded) of up to ``limit`` training rows, evenly spaced."""
+    rows = table.iloc[np.linspace(0, len(table) - 1, min(limit, len(table))).astype(int)]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(table.columns) + 2), 4))
+    ax.imshow(rows.isna().to_numpy(), aspect="auto", cmap="Greys", vmin=0, vmax=1,
+              interpolation="nearest")  # fmt: skip
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=90, fontsize=6)
+    ax.set(ylabel="training rows", title=f"Missing values ({int(table.isna().sum().sum())} cells)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,190 @@
+"""What every data module here shares: checked data, a fitted state that travels in the
+checkpoint, the run's profile and split manifest, and seeded loaders.
+
+A subclass reads its source, runs its checks and applies its rules in ``prepare()``; this
+class turns the result into reports, loaders and the state that ``predict`` restores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from .. import reports
+from .findings import Finding, print_findings, raise_on_failures, save_profile
+from .loading import loader_kwargs
+from .manifest import save_manifest
+from .split import Split
+
+
+@dataclass
+class Prepared:
+    """Checked, cleaned and split data, and everything fitted on its training split."""
+
+    datasets: dict[Split, Dataset]
+    train_labels: np.ndarray  # class codes of the training samples
+    ids: list[str]  # every kept sample, with its label, split and content hash
+    labels: list[str]
+    splits: list[str]
+    fingerprint: str
+    findings: list[Finding]
+    state: dict[str, Any]  # fitted on the training split: saved in checkpoints
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+class CheckedDataModule(L.LightningDataModule):
+    """Base of the project's data modules; see the module docstring."""
+
+    def __init__(
+        self,
+        seed: int,
+        val_fraction: float,
+        test_fraction: float,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool | None,
+        persistent_workers: bool,
+        prefetch_factor: int | None,
+        profile: bool,
+        fitted_from: Path | None,
+    ) -> None:
+        super().__init__()
+        self.seed, self.val_fraction, self.test_fraction = seed, val_fraction, test_fraction
+        self.profile, self.fitted_from = profile, fitted_from
+        self.loader_kwargs = loader_kwargs(
+            batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor
+        )
+
+    # --- what a subclass provides -------------------------------------------------------
+    def prepare(self) -> Prepared:
+        """Read, check, clean and split the data; fit the state on the training split."""
+        raise NotImplementedError
+
+    def read_predict_inputs(self) -> tuple[Dataset, list[str]] | None:
+        """New inputs for ``predict`` and their ids, or None to predict the test split."""
+        return None
+
+    def profile_figures(self) -> dict[str, Figure]:
+        """Pictures of the data, by file stem."""
+        return {}
+
+    # --- the fitted state -----------------------------------------------------------------
+    @cached_property
+    def prepared(self) -> Prepared:
+        return self.prepare()
+
+    @cached_property
+    def predict_inputs(self) -> tuple[Dataset, list[str]] | None:
+        return self.read_predict_inputs()
+
+    @cached_property
+    def state(self) -> dict[str, Any]:
+        """Fitted on the training split, or restored from ``fitted_from`` without reading it."""
+        if self.fitted_from is None:
+            return self.prepared.state
+        checkpoint = torch.load(self.fitted_from, map_location="cpu", weights_only=False)
+        key = type(self).__qualname__
+        if key not in checkpoint:
+            saved_by = [k for k in checkpoint if k.endswith("DataModule")] or ["no data module"]
+            raise ValueError(
+                f"{self.fitted_from} was not saved with {key} (it holds {saved_by[0]}): "
+                "it is a checkpoint of another model or task."
+            )
+        return checkpoint[key]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.state["class_names"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> list[int]:
+        return self.state["input_shape"]
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Loss weights per class when the imbalance rule asks for them (read by the model)."""
+        return self.state.get("class_weights")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning calls this after setup: data read here must mean what it meant then."""
+        if "prepared" not in self.__dict__:  # predicting new inputs: nothing read to compare
+            return
+        for key in ("class_names", "input_shape"):
+            if state_dict.get(key) != self.prepared.state.get(key):
+                raise ValueError(
+                    f"The checkpoint's data has {key}={state_dict.get(key)}, this data has "
+                    f"{self.prepared.state.get(key)}: the data changed since the checkpoint."
+                )
+
+    # --- reports --------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.trainer is not None and self.trainer.is_global_zero:
+            self.write_reports(Path(self.trainer.default_root_dir), self.trainer.loggers)
+        raise_on_failures(self.prepared.findings)
+
+    def write_reports(self, run_dir: Path, loggers: list | tuple = ()) -> None:
+        """The split manifest and fingerprint always; the profile unless ``profile`` is off."""
+        data = self.prepared
+        save_manifest(run_dir, data.ids, data.labels, data.splits, data.fingerprint)
+        if not self.profile:
+            return
+        counts = {"samples": len(data.ids), **data.counts, "fingerprint": data.fingerprint}
+        path = save_profile(run_dir / "profile.json", counts, data.findings)
+        print_findings(data.findings)
+        figures = {"class_balance": reports.class_balance(data.labels, data.splits)}
+        for name, figure in (figures | self.profile_figures()).items():
+            reports.publish_figure(figure, run_dir / "plots" / f"profile_{name}.png", loggers)
+        rank_zero_info(f"Data profile: {path} and {run_dir / 'plots'}/profile_*.png")
+
+    # --- loaders --------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        data = self.prepared
+        # The shuffle order and the workers' seeds follow the data seed alone.
+        generator = torch.Generator().manual_seed(self.seed)
+        train = data.datasets["train"]
+        # Whole batches only (BatchNorm fails on a batch of one), unless there is just one.
+        drop_last = len(train) > self.loader_kwargs["batch_size"]
+        if self.state.get("balanced_sampler"):
+            weights = 1.0 / np.bincount(data.train_labels)[data.train_labels]
+            sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
+            return DataLoader(train, sampler=sampler, drop_last=drop_last, **self.loader_kwargs)
+        return DataLoader(
+            train, shuffle=True, generator=generator, drop_last=drop_last, **self.loader_kwargs
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.prepared.datasets["val"], **self.loader_kwargs)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.prepared.datasets["test"], **self.loader_kwargs)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_inputs is None:
+            return self.test_dataloader()
+        return DataLoader(self.predict_inputs[0], **self.loader_kwargs)
+
+    @property
+    def predict_ids(self) -> list[str]:
+        """Row names of ``predictions.csv``: file paths, row ids or test sample ids."""
+        if self.predict_inputs is not None:
+            return self.predict_inputs[1]
+        data = self.prepared
+        return [i for i, split in zip(data.ids, data.splits, strict=True) if split == "test"]

@@ -1,0 +1,94 @@
+"""Checks every task shares: class balance and exact duplicates across splits.
+
+Each check is a plain function from samples to findings; the data modules apply the rules.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .findings import Finding
+
+# Most/least frequent training class at or above this ratio is worth a remedy. The embedded
+# tables sit well below it (breast cancer: 1.7).
+IMBALANCE_RATIO = 3.0
+
+
+def class_imbalance(train_labels: np.ndarray, class_names: Sequence[str], action: str) -> Finding:
+    """How unevenly the training split covers the classes; a warning at ``IMBALANCE_RATIO``."""
+    counts = np.bincount(train_labels, minlength=len(class_names))
+    ratio = counts.max() / max(counts.min(), 1)
+    shares = ", ".join(f"{name} {count}" for name, count in zip(class_names, counts, strict=True))
+    if ratio < IMBALANCE_RATIO:
+        return Finding("class_imbalance", "info", "dataset", f"training counts: {shares}")
+    return Finding(
+        "class_imbalance",
+        "warning",
+        "dataset",
+        f"most/least frequent class = {ratio:.1f}x (training counts: {shares}); "
+        "watch val/f1_macro rather than accuracy",
+        action,
+    )
+
+
+def balanced_class_weights(train_labels: np.ndarray, num_classes: int) -> list[float]:
+    """``n / (k * count_c)``: every class weighs the same in the loss in total."""
+    counts = np.bincount(train_labels, minlength=num_classes).astype(float)
+    return (len(train_labels) / (num_classes * np.maximum(counts, 1))).tolist()
+
+
+def cross_split_duplicates(
+    ids: Sequence[str], hashes: Sequence[str], splits: Sequence[str], action: str
+) -> list[Finding]:
+    """Validation/test samples whose content equals a training sample's: a leak into evaluation."""
+    train_ids: dict[str, str] = {}
+    for sample, digest, split in zip(ids, hashes, splits, strict=True):
+        if split == "train":
+            train_ids.setdefault(digest, sample)
+    findings = []
+    for sample, digest, split in zip(ids, hashes, splits, strict=True):
+        if split != "train" and digest in train_ids:
+            message = f"{split} sample has the same content as training sample {train_ids[digest]}"
+            findings.append(Finding("duplicate_across_splits", "warning", sample, message, action))
+    return findings
+
+
+def within_split_duplicates(ids: Sequence[str], hashes: Sequence[str]) -> list[Finding]:
+    """Repeated content inside the data: harmless for leakage, worth knowing (info)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for sample, digest in zip(ids, hashes, strict=True):
+        groups[digest].append(sample)
+    repeated = [group for group in groups.values() if len(group) > 1]
+    if not repeated:
+        return []
+    example = ", ".join(repeated[0][:3])
+    message = f"{len(repeated)} groups of identical samples, e.g. {example}"
+    return [Finding("duplicate_samples", "info", "dataset", message)]
+
+
+@dataclass
+class CommonRules:
+    """Rules every task has. Each field names a check; its value is what ``fit`` does.
+
+    Args:
+        duplicate_across_splits: ``drop`` the validation/test copy, ``keep`` it, or ``fail``.
+        class_imbalance: ``class_weights`` in the loss, a balanced ``sampler``, ``keep``, or
+            ``fail``; applied only when the imbalance is worth a warning.
+    """
+
+    duplicate_across_splits: Literal["drop", "keep", "fail"] = "drop"
+    class_imbalance: Literal["class_weights", "sampler", "keep", "fail"] = "class_weights"
+
+
+def imbalance_remedy(finding: Finding, train_labels: np.ndarray, num_classes: int) -> dict:
+    """The fitted state the imbalance rule asks for: class weights or a balanced sampler."""
+    if finding.severity != "warning":
+        return {}
+    if finding.action == "class_weights":
+        return {"class_weights": balanced_class_weights(train_labels, num_classes)}
+    return {"balanced_sampler": finding.action == "sampler"}

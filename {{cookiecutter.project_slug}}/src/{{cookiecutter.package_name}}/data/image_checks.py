@@ -1,0 +1,108 @@
+"""Checks of images: files that won't decode, odd modes and sizes, near-duplicates.
+
+Plain functions from decoded images to findings; ``ImageRules`` says what ``fit`` does
+about each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+from .checks import CommonRules
+from .findings import Finding
+
+# Perceptual hashes of tiny images say little: at Hamming distance <= 4, 75-83 % of the
+# 8x8 digits count as near-duplicates of one another. Below this side length no hashing.
+MIN_HASHED_SIDE = 32
+# A 64-bit hash per image; popcount of 16-bit pieces through a table (numpy < 2 has no popcount).
+POPCOUNT16 = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.uint8)
+
+
+@dataclass
+class ImageRules(CommonRules):
+    """What ``fit`` does about each check's findings; ``fail`` stops before the first step.
+
+    Args:
+        unreadable_image: ``drop`` a file that won't decode (listed by path), or ``fail``.
+        channel_mismatch: ``convert`` to the dataset's channels, ``drop``, or ``fail``.
+        size_mismatch: ``convert`` (resize to image_size), ``drop``, or ``fail``.
+        near_duplicate_across_splits: ``keep`` (a warning), ``drop`` the val/test image, or
+            ``fail``.
+    """
+
+    unreadable_image: Literal["drop", "fail"] = "drop"
+    channel_mismatch: Literal["convert", "drop", "fail"] = "convert"
+    size_mismatch: Literal["convert", "drop", "fail"] = "convert"
+    near_duplicate_across_splits: Literal["keep", "drop", "fail"] = "keep"
+
+
+def unreadable(subject: str, error: Exception, rules: ImageRules) -> Finding:
+    detail = "not a known image format" if subject in str(error) else str(error)
+    message = f"does not decode as an image ({type(error).__name__}: {detail})"
+    return Finding("unreadable_image", "warning", subject, message, rules.unreadable_image)
+
+
+def inspect(
+    image: Image.Image, subject: str, mode: str, size: tuple[int, int], rules: ImageRules
+) -> list[Finding]:
+    """Findings about one decoded image against the dataset's mode and (height, width)."""
+    findings = []
+    if image.mode != mode:
+        kind = {"L": "greyscale", "LA": "greyscale+alpha", "RGBA": "RGBA", "P": "palette"}
+        found = kind.get(image.mode, image.mode)
+        message = f"{found} ({image.mode}) image among {mode} images"
+        findings.append(
+            Finding("channel_mismatch", "warning", subject, message, rules.channel_mismatch)
+        )
+    height, width = size
+    if image.size != (width, height):
+        message = f"{image.size[1]}x{image.size[0]} pixels, the dataset is {height}x{width}"
+        findings.append(Finding("size_mismatch", "warning", subject, message, rules.size_mismatch))
+    return findings
+
+
+def perceptual_hash(pixels: np.ndarray) -> int:
+    """64-bit DCT hash (``imagehash.phash``) of (C, H, W) ``uint8`` pixels."""
+    image = Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0))
+    return int(str(imagehash.phash(image)), 16)
+
+
+def hamming(hashes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Pairwise bit differences, shape (len(hashes), len(others))."""
+    pieces = (hashes[:, None] ^ others[None, :]).view(np.uint16).reshape(len(hashes), -1, 4)
+    return POPCOUNT16[pieces].sum(axis=2, dtype=np.int32)
+
+
+def near_duplicates(
+    ids: Sequence[str],
+    hashes: Sequence[int],
+    splits: Sequence[str],
+    max_distance: int,
+    action: str,
+) -> list[Finding]:
+    """Validation/test images within ``max_distance`` bits of a training image's hash."""
+    splits = np.asarray(splits)
+    values = np.asarray(hashes, dtype=np.uint64)
+    train = np.flatnonzero(splits == "train")
+    held_out = np.flatnonzero(splits != "train")
+    findings = []
+    for start in range(0, len(held_out), 256):  # bounded memory: 256 x n_train distances
+        chunk = held_out[start : start + 256]
+        distances = hamming(values[chunk], values[train])
+        for row, index in enumerate(chunk):
+            nearest = int(distances[row].argmin()) if len(train) else -1
+            if nearest >= 0 and distances[row, nearest] <= max_distance:
+                message = (
+                    f"{splits[index]} image looks like training image {ids[train[nearest]]} "
+                    f"(perceptual hash {distances[row, nearest]} bits apart)"
+                )
+                findings.append(
+                    Finding("near_duplicate_across_splits", "warning", ids[index], message, action)
+                )
+    return findings

@@ -1,0 +1,138 @@
+"""Where images come from: the embedded digits, a folder, a torchvision dataset, new inputs.
+
+A source lists samples (id, label, given split) and decodes one on request; it knows
+nothing about checks. ``to_pixels`` is the one conversion from a decoded image to the
+model's input, used for training data and for new inputs alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+GIVEN_SPLITS = ("train", "val", "test")  # DIR/<split>/<class>/* uses the splits as given
+MODES = {1: "L", 3: "RGB"}
+
+
+@dataclass
+class ImageSource:
+    """Samples of one source. ``splits[i]`` is None where the seed decides the split."""
+
+    root: Path | None  # where file ids are relative to; None for in-memory sources
+    ids: list[str]
+    labels: list[str]
+    splits: list[str | None]
+    read: Callable[[int], Image.Image]  # opens sample i; raises on a file that isn't an image
+
+    def subject(self, index: int) -> str:
+        """How a finding names the sample: its full path, or its id in memory."""
+        return str(self.root / self.ids[index]) if self.root else self.ids[index]
+
+
+def to_pixels(image: Image.Image, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """A decoded image as ``uint8`` (C, H, W) with ``channels`` channels, resized to ``size``."""
+    image = image.convert(MODES[channels])
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def digits() -> ImageSource:
+    """scikit-learn's 1,797 handwritten 8x8 digits: bundled with the package, no download."""
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)  # 17 grey levels -> 0..255
+    n = len(images)
+    return ImageSource(
+        None,
+        [f"digits/{i}" for i in range(n)],
+        [str(label) for label in bunch.target],
+        [None] * n,
+        lambda i: Image.fromarray(images[i], mode="L"),
+    )
+
+
+def image_files(directory: Path) -> list[Path]:
+    """Every file under ``directory`` with an image suffix, in a stable order."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+
+def open_path(paths: list[Path], index: int) -> Image.Image:
+    """Opens (reads the header of) one file; pixels are decoded on ``load()``."""
+    return Image.open(paths[index])
+
+
+def folder(root: Path) -> ImageSource:
+    """``root/<class>/*``, or ``root/{train,val,test}/<class>/*`` with the splits as given.
+
+    Without a ``val`` folder the seed carves validation images out of ``train``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {root} is not a directory of images.")
+    given = (root / "train").is_dir()
+    paths, labels, splits = [], [], []
+    for split in GIVEN_SPLITS if given else (None,):
+        base = root / split if split else root
+        if not base.is_dir():
+            continue
+        for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            for path in image_files(class_dir):
+                paths.append(path)
+                labels.append(class_dir.name)
+                pooled = split == "train" and not (root / "val").is_dir()
+                splits.append(None if pooled else split)
+    if not paths:
+        layout = "DIR/<class>/*.png or DIR/{train,val,test}/<class>/*.png"
+        raise FileNotFoundError(
+            f"No image files ({', '.join(sorted(SUFFIXES))}) in {root}: {layout}"
+        )
+    ids = [path.relative_to(root).as_posix() for path in paths]
+    return ImageSource(root, ids, labels, splits, partial(open_path, paths))
+
+
+def torchvision_dataset(name: str, root: Path, download: bool) -> ImageSource:
+    """A torchvision dataset with ``train``/``test`` parts (MNIST, FashionMNIST, CIFAR10 ...).
+
+    Downloads into ``root`` on first use; the test part is the test split, and the seed
+    carves validation images out of the training part.
+    """
+    from torchvision import datasets  # imported here: only this source needs it
+
+    if not hasattr(datasets, name):
+        raise ValueError(f"torchvision.datasets has no dataset {name!r} (e.g. MNIST, CIFAR10).")
+    parts = {
+        split: getattr(datasets, name)(str(root), train=split == "train", download=download)
+        for split in ("train", "test")
+    }
+    ids, labels, splits, index = [], [], [], []
+    for split, dataset in parts.items():
+        classes = dataset.classes
+        for i, target in enumerate(dataset.targets):
+            ids.append(f"{name}/{split}/{i}")
+            labels.append(str(classes[int(target)]))
+            splits.append(None if split == "train" else "test")
+            index.append((dataset, i))
+    return ImageSource(None, ids, labels, splits, lambda i: index[i][0][index[i][1]][0])
+
+
+def predict_folder(root: Path) -> ImageSource:
+    """Every image file under ``root`` (no class folders needed): inputs for ``predict``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.predict_root {root} is not a directory.")
+    paths = image_files(root)
+    if not paths:
+        raise FileNotFoundError(f"No image files ({', '.join(sorted(SUFFIXES))}) under {root}.")
+    ids = [path.relative_to(root).as_posix() for path in paths]
+    return ImageSource(
+        root, ids, [""] * len(ids), ["predict"] * len(ids), partial(open_path, paths)
+    )

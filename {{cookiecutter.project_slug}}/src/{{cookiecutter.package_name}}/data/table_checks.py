@@ -1,0 +1,321 @@
+"""Checks of tables: junk and mixed cells, missing values, constant, ID-like and leaking
+columns, outliers, timestamps and the order of a time split.
+
+Plain functions from a table to findings (subject: a column or a row id); ``TableRules``
+says what ``fit`` does about each. The conversions here (``numbers``, ``texts``) are also
+how rows are encoded, for training and for prediction alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.tree import DecisionTreeClassifier
+
+from .checks import CommonRules
+from .findings import DataError, Finding
+
+# Cells that mean "no value" in a column of numbers (compared lower-cased and stripped).
+JUNK = {"", "?", "-", "--", ".", "n/a", "na", "nan", "null", "none", "nil", "missing", "#n/a"}
+MIXED_SHARE = 0.1  # numbers and words each at least this share of a column's cells: mixed
+DATE_SHARE = 0.95  # at least this share of a text column parses as dates: a timestamp
+ID_UNIQUE = 0.95  # integer or text columns this unique are identifiers
+ID_RHO = 0.99  # |Spearman rho| of a numeric column with the row order: a row counter
+MIN_ROWS = 20  # fewer non-missing cells say nothing about uniqueness or order
+LEAK_ROWS = 20_000  # the leak check fits its trees on at most this many training rows
+EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+@dataclass
+class TableRules(CommonRules):
+    """What ``fit`` does about each check's findings; ``fail`` stops before the first step.
+
+    Args:
+        missing_label: ``drop`` rows without a label, or ``fail``.
+        missing_values: ``impute`` (training median; unknown category), ``drop`` the rows,
+            or ``fail``.
+        junk_values: ``convert`` words such as "n/a" or "?" in a column of numbers to
+            missing values (then the missing_values rule), or ``fail``.
+        mixed_types: ``convert`` a column of numbers and words to a categorical one,
+            ``drop`` it, or ``fail``.
+        constant_column: ``drop`` a column with a single value, ``keep`` it, or ``fail``.
+        outliers: ``keep`` rows with extreme values (a warning), ``drop`` them, or ``fail``.
+        id_like_column: ``drop`` identifier-like columns whatever their name, ``keep``, or
+            ``fail``.
+        label_leak: ``fail`` on a column that alone predicts the label implausibly well,
+            ``drop`` it, or ``keep`` it.
+        timestamp_column: ``keep`` a date column under a random split (a warning: consider
+            ``time_column``), ``drop`` it, or ``fail``.
+    """
+
+    missing_label: Literal["drop", "fail"] = "drop"
+    missing_values: Literal["impute", "drop", "fail"] = "impute"
+    junk_values: Literal["convert", "fail"] = "convert"
+    mixed_types: Literal["convert", "drop", "fail"] = "convert"
+    constant_column: Literal["drop", "keep", "fail"] = "drop"
+    outliers: Literal["keep", "drop", "fail"] = "keep"
+    id_like_column: Literal["drop", "keep", "fail"] = "drop"
+    label_leak: Literal["fail", "drop", "keep"] = "fail"
+    timestamp_column: Literal["keep", "drop", "fail"] = "keep"
+
+
+def name_rows(rows: Iterable, limit: int = 5) -> str:
+    rows = [str(r) for r in rows]
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"row{'s' if len(rows) > 1 else ''} {', '.join(rows[:limit])}{more}"
+
+
+# --- conversions shared by checks and encoding ------------------------------------------
+def seconds(column: pd.Series) -> pd.Series:
+    """Dates as seconds since 1970 (UTC); unparseable cells missing."""
+    if not pd.api.types.is_datetime64_any_dtype(column):
+        column = pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
+    elif column.dt.tz is None:
+        column = column.dt.tz_localize("UTC")
+    return (column - EPOCH).dt.total_seconds()
+
+
+def numbers(column: pd.Series, dates: bool = False) -> pd.Series:
+    """Floats; junk cells missing. ``dates``: a date column, as seconds."""
+    if dates or pd.api.types.is_datetime64_any_dtype(column):
+        return seconds(column)
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype(float)
+    return pd.to_numeric(column, errors="coerce").astype(float)
+
+
+def texts(column: pd.Series) -> pd.Series:
+    """Categories as stripped strings, whole numbers without ".0"; empty cells missing."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        as_text = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in column]
+        return pd.Series(as_text, index=column.index, dtype=object).where(column.notna())
+    stripped = column.astype(object).where(column.notna()).map(str, na_action="ignore")
+    return stripped.str.strip().replace("", np.nan)
+
+
+def looks_like_dates(cells: pd.Series) -> bool:
+    sample = cells[cells.str.contains(r"\d", regex=True)].iloc[:1000]
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed", utc=True)
+    return len(cells) > 0 and parsed.notna().sum() >= DATE_SHARE * min(len(cells), 1000)
+
+
+# --- column types -----------------------------------------------------------------------
+def column_kind(
+    name: str, column: pd.Series, rules: TableRules, random_split: bool
+) -> tuple[str, list[Finding]]:
+    """``numeric``, ``categorical``, ``date`` or ``drop``, and what was found on the way."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        kind = "date"
+    elif pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return "numeric", []
+    else:
+        cells = texts(column).dropna()
+        parsed = pd.to_numeric(cells, errors="coerce")
+        words = cells[parsed.isna()]
+        share = parsed.notna().mean() if len(cells) else 0.0
+        tokens = sorted(set(words), key=str)
+        if len(words) and parsed.notna().any():
+            if share >= 1 - MIXED_SHARE or all(t.lower() in JUNK for t in tokens):
+                message = (
+                    f"non-numeric cells {tokens[:8]} in a column of numbers "
+                    f"({name_rows(words.index)}): read as missing"
+                )
+                action = rules.junk_values
+                return "numeric", [Finding("junk_values", "warning", name, message, action)]
+            if share >= MIXED_SHARE:
+                message = (
+                    f"{share:.0%} numbers and {1 - share:.0%} words (e.g. {tokens[:5]}, "
+                    f"{name_rows(words.index)})"
+                )
+                action = rules.mixed_types
+                found = [Finding("mixed_types", "warning", name, message, action)]
+                return ("drop" if action == "drop" else "categorical"), found
+        if len(cells) and not len(words):
+            return "numeric", []
+        kind = "date" if len(words) and looks_like_dates(words) else "categorical"
+    if kind == "categorical" or not random_split:
+        return kind, []
+    message = (
+        "holds dates, and the split is random: rows from the future train a model "
+        f"evaluated on the past. Split by time with --data.init_args.time_column {name}"
+    )
+    action = rules.timestamp_column
+    found = [Finding("timestamp_column", "warning", name, message, action)]
+    return ("drop" if action == "drop" else "date"), found
+
+
+def missing_values(typed: pd.DataFrame, action: str) -> list[Finding]:
+    findings = []
+    for name in typed.columns:
+        missing = typed.index[typed[name].isna()]
+        if len(missing):
+            share = len(missing) / len(typed)
+            message = f"{len(missing)} missing ({share:.1%}): {name_rows(missing)}"
+            findings.append(Finding("missing_values", "warning", name, message, action))
+    return findings
+
+
+def constant_columns(typed: pd.DataFrame, action: str) -> list[Finding]:
+    findings = []
+    for name in typed.columns:
+        values = typed[name].dropna().unique()
+        if len(values) <= 1:
+            what = f"every value is {values[0]!r}" if len(values) else "every value is missing"
+            message = f"{what}: it can't tell the classes apart"
+            findings.append(Finding("constant_column", "warning", name, message, action))
+    return findings
+
+
+def id_like_columns(typed: pd.DataFrame, kinds: dict[str, str], action: str) -> list[Finding]:
+    """Whole-number or text columns almost all distinct, or numbers that follow the row order.
+
+    Non-integer floats are distinct by nature (measurements), so uniqueness alone says
+    nothing about them.
+    """
+    findings = []
+    for name in typed.columns:
+        cells = typed[name].dropna()
+        if len(cells) < MIN_ROWS or kinds[name] == "date":
+            continue
+        numeric = kinds[name] == "numeric"
+        whole = not numeric or bool((cells == cells.round()).all())
+        unique = cells.nunique() / len(cells)
+        rho = 0.0
+        if numeric and cells.nunique() > 1:
+            order = pd.Series(np.arange(len(typed)), index=typed.index)[cells.index]
+            rho = float(cells.rank().corr(order.rank()))
+        if whole and unique >= ID_UNIQUE:
+            message = f"{unique:.0%} of its values are distinct: an identifier, not a feature"
+        elif abs(rho) >= ID_RHO:
+            message = f"follows the row order (Spearman rho {rho:.3f}): a row counter"
+        else:
+            continue
+        findings.append(Finding("id_like_column", "warning", name, message, action))
+    return findings
+
+
+def robust_z(values: pd.DataFrame, train: np.ndarray) -> pd.DataFrame:
+    """Distance of each cell from the training median, in robust standard deviations.
+
+    The scale is 1.4826 x the median absolute deviation, or, where that is zero (mostly one
+    value), 1.2533 x the mean absolute deviation; a column with neither gets no scores.
+    """
+    center = values[train].median()
+    deviation = (values[train] - center).abs()
+    scale = (1.4826 * deviation.median()).where(deviation.median() > 0, 1.2533 * deviation.mean())
+    return (values - center).abs() / scale.where(scale > 0)
+
+
+def outliers(values: pd.DataFrame, z: pd.DataFrame, threshold: float, action: str) -> list[Finding]:
+    """Cells more than ``threshold`` robust z-scores (see ``robust_z``) from the median."""
+    findings = []
+    for name in values.columns:
+        far = values.index[z[name] > threshold]
+        if len(far):
+            shown = ", ".join(f"row {r} = {values.loc[r, name]:g}" for r in far[:5])
+            more = f" and {len(far) - 5} more" if len(far) > 5 else ""
+            message = f"{len(far)} values beyond robust z {threshold:g}: {shown}{more}"
+            findings.append(Finding("outliers", "warning", name, message, action))
+    return findings
+
+
+def label_leaks(
+    features: pd.DataFrame, labels: np.ndarray, threshold: float, seed: int, action: str
+) -> list[Finding]:
+    """Columns whose values alone predict the training labels with ROC AUC >= ``threshold``.
+
+    Out-of-fold probabilities of a depth-3 tree on one column at a time: a real signal
+    rarely gets near 1 alone (breast cancer's best column: 0.96); an identifier sorted by
+    label, or a column derived from it, does. Categories are tried as codes, missing
+    numbers as the median.
+    """
+    if len(labels) > LEAK_ROWS:
+        rows = np.random.default_rng(seed).choice(len(labels), LEAK_ROWS, replace=False)
+        features, labels = features.iloc[rows], labels[rows]
+    counts = np.bincount(labels)
+    folds = min(5, int(counts[counts > 0].min()))
+    if folds < 2 or (counts > 0).sum() < 2:
+        return [Finding("label_leak", "info", "dataset", "skipped: too few rows per class")]
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    tree = DecisionTreeClassifier(max_depth=3, random_state=seed)
+    scores = {}
+    for name, column in features.items():
+        if pd.api.types.is_numeric_dtype(column):
+            x = column.fillna(column.median()).fillna(0.0).to_numpy()[:, None]
+        else:
+            x = pd.factorize(column)[0][:, None]
+        proba = cross_val_predict(tree, x, labels, cv=cv, method="predict_proba")
+        binary = proba.shape[1] == 2
+        scores[name] = roc_auc_score(
+            labels, proba[:, 1] if binary else proba, multi_class="ovr", average="macro"
+        )
+    findings = [
+        Finding(
+            "label_leak",
+            "warning",
+            name,
+            f"alone predicts the label with ROC AUC {auc:.4f} (out of fold, training split): "
+            "a leak of the answer, or a copy of the label",
+            action,
+        )
+        for name, auc in scores.items()
+        if auc >= threshold
+    ]
+    if scores and not findings:
+        best = max(scores, key=scores.__getitem__)
+        message = f"strongest single column: {best} (ROC AUC {scores[best]:.3f})"
+        findings.append(Finding("label_leak", "info", "dataset", message))
+    return findings
+
+
+# --- time -------------------------------------------------------------------------------
+def parse_times(column: pd.Series) -> pd.Series:
+    """Numbers (a year, an epoch) or dates of the time column; DataError naming bad rows."""
+    as_numbers = numbers(column)
+    if pd.api.types.is_datetime64_any_dtype(column) or as_numbers.isna().any():
+        times = pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
+        times = times.dt.tz_convert(None)
+    else:
+        times = as_numbers
+    bad = column.index[times.isna()]
+    if len(bad):
+        shown = [column.loc[r] for r in bad[:5]]
+        raise DataError(
+            f"time column {column.name!r}: {len(bad)} cells are no time ({name_rows(bad)}: "
+            f"{shown}); fix or remove those rows"
+        )
+    return times
+
+
+def time_order(times: Sequence, splits: Sequence[str], ids: Sequence[str]) -> list[Finding]:
+    """The time range of each split, and an error for any training row later than a
+    validation or test row: a model must not learn from the future it is tested on."""
+    times, splits, ids = np.asarray(times), np.asarray(splits), np.asarray(ids)
+    parts = [s for s in ("train", "val", "test") if (splits == s).any()]
+    ranges = "; ".join(
+        f"{s} {times[splits == s].min()} .. {times[splits == s].max()}" for s in parts
+    )
+    findings = [Finding("time_order", "info", "dataset", f"time ranges: {ranges}")]
+    held_out = times[splits != "train"]
+    if len(held_out) and (splits == "train").any():
+        late = (splits == "train") & (times > held_out.min())
+        if late.any():
+            message = (
+                f"{late.sum()} training rows are later than the first validation/test row "
+                f"({held_out.min()}): {name_rows(ids[late])}"
+            )
+            findings.append(Finding("time_order", "error", "dataset", message, "fail"))
+    return findings
+
+
+def row_hashes(frame: pd.DataFrame) -> list[str]:
+    """SHA-1 of each row's cells as read: equal rows, equal hashes."""
+    rows = frame.astype(object).to_numpy()
+    return [hashlib.sha1("\x1f".join(map(str, row)).encode()).hexdigest() for row in rows]
