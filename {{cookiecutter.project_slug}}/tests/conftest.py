@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import yaml
 
 from {{ cookiecutter.package_name }}.cli import ProjectCLI, cli_main
 
+PACKAGE = "{{ cookiecutter.package_name }}"
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIG = PROJECT / "configs" / "default.yaml"
 LOGGERS = PROJECT / "configs" / "logger"
@@ -44,6 +47,15 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def run(subcommand: str, root: Path, *args: str, config: Path = CONFIG) -> ProjectCLI:
     """Run a subcommand in-process with the shipped config, writing runs under ``root``."""
     return cli_main([subcommand, f"--config={config}", f"--run.root={root}", *QUICK, *args])
+
+
+def in_fresh_process(subcommand: str, config: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a subcommand in a new interpreter: nothing cached in this process can help it."""
+    command = [sys.executable, "-m", PACKAGE, subcommand, f"--config={config}"]
+    return subprocess.run(
+        [*command, *args, "--trainer.enable_progress_bar=false"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
 
 
 def logged(cli: ProjectCLI, key: str) -> list[float]:

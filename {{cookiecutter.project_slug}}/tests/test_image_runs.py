@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import csv
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from .conftest import NO_LOGGER, run
+from .conftest import NO_LOGGER, in_fresh_process, run
 from .test_image_data import write_folder
-
-PACKAGE = "{{ cookiecutter.package_name }}"
 
 
 def test_fit_on_a_folder_then_predict_new_files(tmp_path: Path) -> None:
@@ -49,12 +45,7 @@ def test_predict_in_a_fresh_process_without_the_training_data(tmp_path: Path) ->
     predictions.unlink()
 
     data.rename(tmp_path / "moved-away")
-    config = fitted.run_dir / "config.yaml"
-    command = [sys.executable, "-m", PACKAGE, "predict", f"--config={config}"]
-    result = subprocess.run(
-        [*command, *arguments, "--trainer.enable_progress_bar=false"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = in_fresh_process("predict", fitted.run_dir / "config.yaml", *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
     assert predictions.read_text() == in_training_process
     assert len(in_training_process.splitlines()) == 1 + 20

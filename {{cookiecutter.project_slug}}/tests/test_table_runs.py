@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
-from .conftest import NO_LOGGER, run
-
-PACKAGE = "{{ cookiecutter.package_name }}"
+from .conftest import NO_LOGGER, in_fresh_process, run
 
 
 def write_table(path: Path) -> pd.DataFrame:
@@ -66,12 +62,7 @@ def test_predict_in_a_fresh_process_without_the_training_data(tmp_path: Path) ->
     predictions.unlink()
 
     data.parent.rename(tmp_path / "moved-away")
-    config = fitted.run_dir / "config.yaml"
-    command = [sys.executable, "-m", PACKAGE, "predict", f"--config={config}"]
-    result = subprocess.run(
-        [*command, *arguments, "--trainer.enable_progress_bar=false"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = in_fresh_process("predict", fitted.run_dir / "config.yaml", *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
     assert predictions.read_text() == in_training_process
     assert len(in_training_process.splitlines()) == 1 + 25
