@@ -11,11 +11,14 @@ PACKAGE = "src/{{ cookiecutter.package_name }}"
 # Files that belong to one task only; everything else is shared.
 TASK_FILES = {
     "image_classification": [
+        f"{PACKAGE}/data/augment.py",
         f"{PACKAGE}/data/image.py",
+        f"{PACKAGE}/data/image_cache.py",
         f"{PACKAGE}/data/image_checks.py",
         f"{PACKAGE}/data/image_sources.py",
         f"{PACKAGE}/networks/cnn.py",
         f"{PACKAGE}/networks/resnet.py",
+        "tests/test_augment.py",
         "tests/test_image_data.py",
         "tests/test_image_runs.py",
         "tests/test_image_networks.py",

@@ -27,6 +27,7 @@ SHARED = {
         for name in (
             "__init__",
             "__main__",
+            "benchmark",
             "cli",
             "preprocessing",
             "reports",
@@ -53,6 +54,7 @@ SHARED = {
         for name in (
             "__init__",
             "conftest",
+            "test_benchmark",
             "test_callbacks",
             "test_cli",
             "test_data",
@@ -64,11 +66,14 @@ SHARED = {
 }
 TASK = {
     "image_classification": {
+        "src/my_project/data/augment.py",
         "src/my_project/data/image.py",
+        "src/my_project/data/image_cache.py",
         "src/my_project/data/image_checks.py",
         "src/my_project/data/image_sources.py",
         "src/my_project/networks/cnn.py",
         "src/my_project/networks/resnet.py",
+        "tests/test_augment.py",
         "tests/test_image_data.py",
         "tests/test_image_networks.py",
         "tests/test_image_runs.py",

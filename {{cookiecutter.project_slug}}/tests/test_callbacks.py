@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -56,6 +57,58 @@ def test_stops_on_nan_gradient_naming_layer_and_step() -> None:
     trainer = tiny_trainer(callbacks=[GradientMonitor()])
     with pytest.raises(FloatingPointError, match=r"'head.weight' at step 3"):
         trainer.fit(Poisoned(bad_step=3), loader)
+
+
+def test_nan_is_caught_within_the_check_interval() -> None:
+    loader = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
+    trainer = tiny_trainer(callbacks=[GradientMonitor(every_n_steps=2)])
+    with pytest.raises(FloatingPointError, match=r"'head.weight' at step 2 \(noticed at step 3\)"):
+        trainer.fit(Poisoned(bad_step=2), loader)
+    assert trainer.global_step == 3  # stopped at the first check after the fault
+
+
+@contextmanager
+def reads_counted(reads: list[str]):
+    """Count every way a tensor's value reaches Python (each one waits for the GPU)."""
+    names = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+
+    def counting(name: str):
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            return originals[name](self, *args, **kwargs)
+
+        return read
+
+    try:
+        for name in names:
+            setattr(torch.Tensor, name, counting(name))
+        yield reads
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+class Watched(GradientMonitor):
+    """Records how many values each optimizer step of the monitor read back."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reads: dict[int, list[str]] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        with reads_counted(self.reads.setdefault(trainer.global_step, [])):
+            super().on_before_optimizer_step(trainer, pl_module, optimizer)
+
+
+def test_steps_between_checks_read_nothing_back_from_the_device() -> None:
+    loader = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
+    monitor = Watched(every_n_steps=4)
+    tiny_trainer(callbacks=[monitor]).fit(Poisoned(bad_step=-1), loader)
+    quiet = {step: reads for step, reads in monitor.reads.items() if (step + 1) % 4}
+    checks = {step: reads for step, reads in monitor.reads.items() if not (step + 1) % 4}
+    assert len(quiet) == 6 and not any(quiet.values()), quiet
+    assert len(checks) == 2 and all(checks.values())  # the check itself does read: one sync
 
 
 def test_nan_guard_can_be_switched_off() -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
+from {{ cookiecutter.package_name }}.data import loading
 from {{ cookiecutter.package_name }}.data.split import SPLITS, stratified_split
 
 from .conftest import datamodule_class
@@ -57,7 +62,8 @@ def test_split_rejects_impossible_fractions(val: float, test: float) -> None:
 
 def features(datamodule, split: str) -> torch.Tensor:
     dataset = datamodule.dataset(split)
-    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return x.float() / 255 if x.dtype == torch.uint8 else x  # the model's scaling of pixels
 
 
 def test_statistics_come_from_training_split_only(datamodule) -> None:
@@ -83,3 +89,35 @@ def test_linked_shapes_match_the_data(datamodule) -> None:
     x, y = next(iter(datamodule.val_dataloader()))
     assert list(x.shape[1:]) == datamodule.input_shape
     assert int(y.max()) < datamodule.num_classes == len(datamodule.class_names)
+
+
+def gpu_trainer(devices: int) -> SimpleNamespace:
+    return SimpleNamespace(accelerator=CUDAAccelerator(), num_devices=devices)
+
+
+@pytest.mark.parametrize(("cpus", "devices", "workers"), [(16, 1, 8), (16, 2, 7), (2, 1, 1)])
+def test_auto_workers_use_the_spare_cpus_per_gpu(monkeypatch, cpus, devices, workers) -> None:
+    monkeypatch.setattr(loading, "available_cpus", lambda: cpus)
+    settings = loading.resolve_loader(64, "auto", None, True, None, gpu_trainer(devices))
+    assert (settings.num_workers, settings.pin_memory) == (workers, True)
+    assert settings.kwargs()["persistent_workers"] is True
+
+
+def test_auto_loader_on_the_cpu_uses_the_main_process() -> None:
+    trainer = SimpleNamespace(accelerator=CPUAccelerator(), num_devices=1)
+    settings = loading.resolve_loader(64, "auto", None, True, 4, trainer)
+    assert (settings.num_workers, settings.pin_memory) == (0, False)
+    assert settings.kwargs() == {"batch_size": 64, "num_workers": 0, "pin_memory": False}
+
+
+def test_configured_loader_settings_win_over_auto() -> None:
+    settings = loading.resolve_loader(8, 3, True, False, 4, gpu_trainer(1))
+    assert settings.kwargs() == {
+        "batch_size": 8, "num_workers": 3, "pin_memory": True,
+        "persistent_workers": False, "prefetch_factor": 4,
+    }  # fmt: skip
+
+
+def test_fit_saves_the_loader_it_chose(fitted) -> None:
+    saved = json.loads((fitted.run_dir / "loader.json").read_text())
+    assert saved["num_workers"] == 0 and saved["reason"].startswith("auto")

@@ -1,21 +1,36 @@
-"""Image data: sources, augmentation, and one planted fault per check, each caught and named."""
+"""Image data: sources, augmentation, the decode cache, and one planted fault per check, each
+caught and named."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
+from torch.utils.data import DataLoader
 
 from {{ cookiecutter.package_name }}.data.findings import DataError, raise_on_failures
-from {{ cookiecutter.package_name }}.data.image import ImageDataModule
+from {{ cookiecutter.package_name }}.data.image import ImageDataModule, ImageTensorDataset
 from {{ cookiecutter.package_name }}.data.image_checks import ImageRules
 
 CLASSES = ("0", "1", "2")
+
+
+@pytest.fixture(autouse=True)
+def own_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The default ``.cache/images`` lands in a fresh folder, not in the project."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    return cwd
 
 
 def digit_images(per_class: int = 20) -> list[tuple[str, Image.Image]]:
@@ -51,8 +66,41 @@ def test_digits_are_embedded() -> None:
     datamodule = ImageDataModule()
     assert datamodule.input_shape == [1, 8, 8]
     assert datamodule.class_names == [str(d) for d in range(10)]
-    x, _ = datamodule.dataset("train")[0]
-    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    x, y = datamodule.dataset("train")[0]
+    assert x.dtype == torch.uint8 and x.shape == (1, 8, 8) and int(x.max()) > 200
+    assert y.dtype == torch.int64
+
+
+def loader(dataset: ImageTensorDataset, batch_size: int = 16) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=ImageTensorDataset.collate)
+
+
+def test_batches_are_uint8_fetched_whole() -> None:
+    datamodule = ImageDataModule(rotation_degrees=30)
+    for dataset in (datamodule.dataset("train", augment=True), datamodule.dataset("val")):
+        x, y = next(iter(loader(dataset)))
+        assert x.dtype == torch.uint8 and x.shape == (16, 1, 8, 8)
+        assert y.dtype == torch.int64 and y.shape == (16,)
+
+
+def test_getitems_equals_stacked_getitem() -> None:
+    dataset = ImageDataModule().dataset("val")
+    indices = [5, 0, 17, 5, len(dataset) - 1]
+    images, labels = dataset.__getitems__(indices)
+    assert torch.equal(images, torch.stack([dataset[i][0] for i in indices]))
+    assert torch.equal(labels, torch.stack([dataset[i][1] for i in indices]))
+
+
+def test_train_statistics_are_in_unit_range_and_chunked() -> None:
+    datamodule = ImageDataModule()
+    train = datamodule.dataset("train")
+    pixels = torch.stack([train[i][0] for i in range(len(train))]).double() / 255
+    mean, std = datamodule.train_statistics()
+    assert mean.shape == std.shape == (1, 1, 1) and 0 < float(mean) < 1
+    torch.testing.assert_close(mean.flatten().double(), pixels.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(std.flatten().double(), pixels.std(dim=(0, 2, 3)))
+    small = datamodule.train_statistics(chunk=7)  # a last chunk shorter than the others
+    torch.testing.assert_close(small, (mean, std))
 
 
 def test_clean_digits_raise_no_warning() -> None:
@@ -70,14 +118,47 @@ def test_augmentation_applies_to_training_only() -> None:
     assert train.transform is not None
     torch.manual_seed(0)
     draws = [train[0][0] for _ in range(5)]
+    assert all(d.dtype == torch.uint8 for d in draws)
     assert any(not torch.equal(draws[0], d) for d in draws[1:])
+    batch, _ = train.__getitems__([0, 1, 2])
+    assert batch.dtype == torch.uint8 and batch.shape == (3, 1, 8, 8)
     for loader in (datamodule.val_dataloader(), datamodule.test_dataloader()):
         assert loader.dataset.transform is None
         assert torch.equal(loader.dataset[0][0], loader.dataset[0][0])
 
 
 def test_augmentation_can_be_switched_off() -> None:
-    assert ImageDataModule(augment=False).train_dataloader().dataset.transform is None
+    datamodule = ImageDataModule(augment=False)
+    assert datamodule.train_dataloader().dataset.transform is None
+    assert not datamodule.augmentation.active
+
+
+@pytest.mark.parametrize(
+    ("source", "flips"),
+    [({}, False), ({"torchvision": "MNIST"}, False), ({"torchvision": "CIFAR10"}, True)],
+)
+def test_horizontal_flip_follows_the_domain(source: dict, flips: bool) -> None:
+    assert ImageDataModule(**source).augmentation.horizontal_flip is flips
+    assert ImageDataModule(**source, horizontal_flip=not flips).augmentation.horizontal_flip is (
+        not flips
+    )
+
+
+def test_own_photo_folders_are_flipped(tmp_path: Path) -> None:
+    assert ImageDataModule(root=tmp_path).augmentation.horizontal_flip
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_device_augmentation_runs_after_transfer_in_training_only(training: bool) -> None:
+    datamodule = ImageDataModule(augment_on_device=True, rotation_degrees=30, translate=0.2)
+    assert datamodule.train_dataloader().dataset.transform is None  # not per sample as well
+    images, labels = next(iter(datamodule.train_dataloader()))
+    datamodule.trainer = SimpleNamespace(training=training)
+    torch.manual_seed(0)
+    moved, same_labels = datamodule.on_after_batch_transfer((images, labels), 0)
+    assert moved.dtype == torch.uint8 and moved.shape == images.shape
+    assert torch.equal(same_labels, labels)
+    assert torch.equal(moved, images) is not training
 
 
 def test_class_folders_are_split_by_the_seed(tmp_path: Path) -> None:
@@ -208,7 +289,9 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def test_torchvision_dataset_from_its_own_files(tmp_path: Path) -> None:
+def test_torchvision_dataset_from_its_own_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture, decodes: list
+) -> None:
     """A tiny MNIST in its on-disk format: the real loading code runs, the network never."""
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -221,6 +304,11 @@ def test_torchvision_dataset_from_its_own_files(tmp_path: Path) -> None:
     assert datamodule.class_names == ["0 - zero", "1 - one", "2 - two"]
     splits = datamodule.prepared.splits
     assert splits.count("test") == 20 and splits.count("val") == 9  # 15 % of the training part
+    again = ImageDataModule(root=tmp_path, torchvision="MNIST").prepared
+    assert again.fingerprint == datamodule.prepared.fingerprint and len(decodes) == 1
+    assert "reused" in capsys.readouterr().out
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(20) % 2)  # a changed file: rebuilt
+    assert ImageDataModule(root=tmp_path, torchvision="MNIST").prepared and len(decodes) == 2
 
 
 def test_unknown_torchvision_dataset_is_refused() -> None:
@@ -231,3 +319,166 @@ def test_unknown_torchvision_dataset_is_refused() -> None:
 def test_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere is not a directory"):
         _ = ImageDataModule(root=tmp_path / "nowhere").num_classes
+
+
+# --- the decode cache -------------------------------------------------------------------
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list:
+    """One entry per call of ``decode_all``: a reused cache decodes nothing."""
+    calls = []
+    decode_all = ImageDataModule.decode_all
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return decode_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDataModule, "decode_all", counted)
+    return calls
+
+
+def cached(tmp_path: Path, **kwargs) -> ImageDataModule:
+    return ImageDataModule(root=tmp_path / "data", cache_dir=tmp_path / "cache", **kwargs)
+
+
+def cache_files(tmp_path: Path) -> list[str]:
+    return sorted(p.suffix for p in (tmp_path / "cache").iterdir())
+
+
+def assert_same_data(one: ImageDataModule, other: ImageDataModule) -> None:
+    a, b = one.prepared, other.prepared
+    assert (a.ids, a.splits, a.labels, a.fingerprint) == (b.ids, b.splits, b.labels, b.fingerprint)
+    assert a.findings == b.findings
+    for split in ("train", "val", "test"):
+        x, y = one.dataset(split).__getitems__(list(range(len(one.dataset(split)))))
+        x2, y2 = other.dataset(split).__getitems__(list(range(len(other.dataset(split)))))
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_second_prepare_reuses_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    write_folder(tmp_path / "data")
+    first = cached(tmp_path)
+    assert first.prepared and cache_files(tmp_path) == [".json", ".npy"]
+    assert "Image cache: decoded 60 images in" in capsys.readouterr().out
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a reused cache decodes nothing")
+
+    monkeypatch.setattr(ImageDataModule, "decode_all", no_decoding)
+    again = cached(tmp_path)
+    assert_same_data(first, again)
+    assert isinstance(again.dataset("train").images, np.memmap)
+    assert "), reused" in capsys.readouterr().out
+
+
+def test_another_image_size_or_channels_rebuilds(tmp_path: Path, decodes: list) -> None:
+    write_folder(tmp_path / "data")
+    assert cached(tmp_path).input_shape == [3, 16, 16]
+    assert cached(tmp_path, image_size=12).dataset("val")[0][0].shape == (3, 12, 12)
+    assert cached(tmp_path, channels=1).dataset("val")[0][0].shape == (1, 16, 16)
+    assert len(decodes) == 3 and cache_files(tmp_path) == [".json"] * 3 + [".npy"] * 3
+    assert cached(tmp_path, image_size=12).prepared and len(decodes) == 3
+
+
+def test_touched_or_added_file_rebuilds(tmp_path: Path, decodes: list) -> None:
+    data = write_folder(tmp_path / "data")
+    before = cached(tmp_path).prepared
+    touched = data / "0" / "000.png"
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cached(tmp_path).prepared.fingerprint == before.fingerprint and len(decodes) == 2
+    Image.open(data / "1" / "021.png").rotate(90).save(data / "1" / "added.png")
+    assert "1/added.png" in cached(tmp_path).prepared.ids and len(decodes) == 3
+
+
+def test_truncated_or_half_written_cache_is_rebuilt(tmp_path: Path, decodes: list) -> None:
+    write_folder(tmp_path / "data")
+    first = cached(tmp_path)
+    assert first.prepared
+    (array,) = (tmp_path / "cache").glob("*.npy")
+    whole = array.read_bytes()
+    array.unlink()  # a new file: truncating the one ``first`` maps in place would crash it
+    array.write_bytes(whole[: len(whole) // 2])
+    assert_same_data(first, cached(tmp_path))
+    assert len(decodes) == 2 and array.read_bytes() == whole
+    array.with_suffix(".json").unlink()  # killed between the two renames
+    assert_same_data(first, cached(tmp_path))
+    assert len(decodes) == 3
+
+
+def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_folder(tmp_path / "data")
+
+    def interrupted(self, source, indices, channels, size, out):
+        out[:5] = 7
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageDataModule, "decode_all", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _ = cached(tmp_path).prepared
+    assert cache_files(tmp_path) == []
+    assert cached(tmp_path).prepared and cache_files(tmp_path) == [".json", ".npy"]
+
+
+def test_findings_survive_a_reuse(tmp_path: Path, decodes: list) -> None:
+    data = write_folder(tmp_path / "data")
+    png = (data / "1" / "021.png").read_bytes()
+    (data / "1" / "broken.png").write_bytes(png[: len(png) // 2])
+    Image.open(data / "2" / "041.png").resize((40, 24)).save(data / "2" / "big.png")
+    Image.open(data / "0" / "000.png").convert("L").point(lambda v: 255 - v).save(
+        data / "0" / "grey.png"
+    )
+    first = cached(tmp_path)
+    checks = {f.check for f in first.prepared.findings}
+    assert {"unreadable_image", "size_mismatch", "channel_mismatch"} <= checks
+    again = cached(tmp_path)
+    assert_same_data(first, again)
+    assert len(decodes) == 1
+    (unreadable,) = found(again, "unreadable_image")
+    assert unreadable.subject == str(data / "1" / "broken.png")
+
+    dropping = cached(tmp_path, rules=ImageRules(size_mismatch="drop"))
+    assert "2/big.png" not in dropping.prepared.ids and len(decodes) == 2
+
+
+def test_moved_data_reuses_the_cache_naming_the_new_paths(tmp_path: Path, decodes: list) -> None:
+    data = write_folder(tmp_path / "data")
+    png = (data / "1" / "021.png").read_bytes()
+    (data / "1" / "broken.png").write_bytes(png[: len(png) // 2])
+    assert cached(tmp_path).prepared
+    moved = data.rename(tmp_path / "moved")
+    datamodule = ImageDataModule(root=moved, cache_dir=tmp_path / "cache")
+    (unreadable,) = found(datamodule, "unreadable_image")
+    assert unreadable.subject == str(moved / "1" / "broken.png") and len(decodes) == 1
+
+
+def test_no_cache_dir_writes_nothing(
+    tmp_path: Path, own_working_directory: Path, decodes: list
+) -> None:
+    write_folder(tmp_path / "data")
+    for _ in range(2):
+        assert ImageDataModule(root=tmp_path / "data", cache_dir=None).prepared
+    assert len(decodes) == 2 and not list(own_working_directory.iterdir())
+    assert not (tmp_path / "cache").exists()
+    assert ImageDataModule(root=tmp_path / "data").prepared  # the default: .cache/images
+    assert len(list((own_working_directory / ".cache" / "images").glob("*.npy"))) == 1
+
+
+def test_embedded_digits_are_not_cached(own_working_directory: Path) -> None:
+    assert ImageDataModule().prepared and not list(own_working_directory.iterdir())
+
+
+def test_a_memory_map_pickles_as_its_file_name(tmp_path: Path) -> None:
+    """What worker processes receive under spawn/forkserver: a name to reopen, not a copy."""
+    write_folder(tmp_path / "data", per_class=60)
+    train = cached(tmp_path).dataset("train", augment=False)
+    copied = pickle.loads(pickle.dumps(train))
+    assert len(pickle.dumps(train)) < train.images.nbytes / 4
+    assert isinstance(copied.images, np.memmap)
+    indices = list(range(len(train)))
+    for ours, theirs in zip(train.__getitems__(indices), copied.__getitems__(indices), strict=True):
+        assert torch.equal(ours, theirs)

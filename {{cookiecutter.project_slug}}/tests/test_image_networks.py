@@ -10,6 +10,7 @@ from torchvision import models
 
 from {{ cookiecutter.package_name }}.networks.cnn import SmallCNN
 from {{ cookiecutter.package_name }}.networks.resnet import ResNet
+from {{ cookiecutter.package_name }}.system import Classifier
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (3, 64, 48)])
@@ -59,3 +60,14 @@ def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:
     torch.save(SmallCNN((3, 32, 32), 10).state_dict(), path)
     with pytest.raises(ValueError, match="does not hold resnet18 weights"):
         ResNet((3, 32, 32), 4, weights_path=path)
+
+
+def test_channels_last_switch_changes_the_layout_not_the_result() -> None:
+    torch.manual_seed(0)
+    plain = Classifier(SmallCNN, num_classes=4, input_shape=(3, 16, 16)).eval()
+    nhwc = Classifier(SmallCNN, num_classes=4, input_shape=(3, 16, 16), channels_last=True)
+    nhwc.load_state_dict(plain.state_dict())
+    conv = nhwc.eval().network.features[0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    pixels = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)  # as the loaders send them
+    torch.testing.assert_close(nhwc(pixels), plain(pixels))

@@ -12,10 +12,14 @@ from .test_image_data import write_folder
 
 def test_fit_on_a_folder_then_predict_new_files(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "data")
-    fitted = run("fit", tmp_path / "runs", *NO_LOGGER, f"--data.root={data}", "--run.name=own")
+    cache = f"--data.cache_dir={tmp_path / 'cache'}"  # not the project's .cache/images
+    fitted = run(
+        "fit", tmp_path / "runs", *NO_LOGGER, f"--data.root={data}", cache, "--run.name=own"
+    )
     assert fitted.datamodule.class_names == ["0", "1", "2"]
     assert (fitted.run_dir / "profile.json").is_file()
     assert (fitted.run_dir / "plots" / "profile_samples.png").is_file()
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # decoded once, kept
     inbox = tmp_path / "inbox"
     for i, source in enumerate(sorted(data.rglob("*.png"))[:7]):
         target = inbox / ("nested" if i % 2 else "") / f"new-{i}.png"
@@ -34,7 +38,10 @@ def test_predict_in_a_fresh_process_without_the_training_data(tmp_path: Path) ->
     """Everything fitted comes from the checkpoint: moving the training images away changes
     nothing in the predictions."""
     data = write_folder(tmp_path / "data")
-    fitted = run("fit", tmp_path / "runs", *NO_LOGGER, f"--data.root={data}", "--run.name=own")
+    cache = f"--data.cache_dir={tmp_path / 'cache'}"  # not the project's .cache/images
+    fitted = run(
+        "fit", tmp_path / "runs", *NO_LOGGER, f"--data.root={data}", cache, "--run.name=own"
+    )
     inbox = tmp_path / "inbox"
     shutil.copytree(data / "2", inbox)
     checkpoint = fitted.run_dir / "checkpoints" / "last.ckpt"

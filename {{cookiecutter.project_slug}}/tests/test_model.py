@@ -88,3 +88,12 @@ def test_warmup_cosine_shape() -> None:
         schedule.step()
     assert lrs[0] < lrs[5] < lrs[9] and max(lrs) == 1.0
     assert lrs[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+
+
+def test_compiled_network_trains_and_keeps_plain_checkpoint_names(tmp_path) -> None:
+    """``torch.compile`` as a config switch (slow on the CPU: it compiles C++ kernels)."""
+    cli = run("fit", tmp_path, *NO_LOGGER, "--model.compile=true", "--trainer.max_epochs=1")
+    assert getattr(cli.model.network, "_compiled_call_impl", None) is not None
+    assert cli.trainer.global_step == 4
+    checkpoint = torch.load(cli.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any("_orig_mod" in key for key in checkpoint["state_dict"])

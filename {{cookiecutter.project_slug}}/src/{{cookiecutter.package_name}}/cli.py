@@ -1,4 +1,5 @@
-"""Command line: ``fit``, ``validate``, ``test``, ``predict``, ``tune`` and ``profile``."""
+"""Command line: ``fit``, ``validate``, ``test``, ``predict``, ``tune``, ``profile`` and
+``benchmark``."""
 
 from __future__ import annotations
 
@@ -55,7 +56,11 @@ class ProjectCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # Each entry names a Trainer method (see trainer.py) and the arguments the CLI supplies.
-        own = {"tune": {"model", "datamodule"}, "profile": {"model", "datamodule"}}
+        own = {
+            "tune": {"model", "datamodule"},
+            "profile": {"model", "datamodule"},
+            "benchmark": {"model", "datamodule"},
+        }
         return {**LightningCLI.subcommands(), **own}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -81,7 +86,9 @@ class ProjectCLI(LightningCLI):
         trainer.default_root_dir = str(self.run_dir)
         notices = place_loggers(trainer.logger, self.run_dir)
         has_logger = trainer.logger not in (None, False, [])
-        trainer.callbacks, more = place_callbacks(trainer.callbacks, self.run_dir, has_logger)
+        trainer.callbacks, more = place_callbacks(
+            trainer.callbacks, self.run_dir, has_logger, trainer.enable_progress_bar is not False
+        )
         for notice in [*notices, *more, f"Run directory: {self.run_dir}"]:
             rank_zero_info(notice)
         filename = config_filename(self.run_dir, self.subcommand)

@@ -12,7 +12,9 @@ class Standardize(nn.Module):
     """``(x - mean) / std`` with statistics stored as buffers, hence in every checkpoint and export.
 
     The statistics are fitted on the training split only (see the data module's
-    ``train_statistics``); until then the layer is the identity.
+    ``train_statistics``); until then the layer is the identity. ``uint8`` pixels are scaled
+    to [0, 1] first: loaders move a quarter of the bytes, and a served model takes decoded
+    pixels as they are.
     """
 
     def __init__(self, input_shape: Sequence[int], eps: float = 1e-6) -> None:
@@ -28,4 +30,6 @@ class Standardize(nn.Module):
         self.std.copy_(std.reshape(self.std.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
         return (x - self.mean) / (self.std + self.eps)

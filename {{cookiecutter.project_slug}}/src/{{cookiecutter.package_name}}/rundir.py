@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 
 # DDP starts one process per device, each parsing the same command line; the first one
 # exports the directory it chose so the others write to the same place.
@@ -74,8 +74,11 @@ def spec_class(spec: Any) -> type | None:
     return getattr(importlib.import_module(module), name)
 
 
-def place_callbacks(callbacks: list | None, run_dir: Path, has_logger: bool) -> tuple[list, list]:
-    """Checkpoints go to ``run_dir/checkpoints``; LearningRateMonitor needs a logger.
+def place_callbacks(
+    callbacks: list | None, run_dir: Path, has_logger: bool, progress_bar: bool = True
+) -> tuple[list, list]:
+    """Checkpoints go to ``run_dir/checkpoints``; LearningRateMonitor needs a logger; a
+    configured progress bar yields to ``--trainer.enable_progress_bar false``.
 
     Returns the callback specs to keep and notices to print.
     """
@@ -86,6 +89,8 @@ def place_callbacks(callbacks: list | None, run_dir: Path, has_logger: bool) -> 
             spec.init_args.dirpath = str(run_dir / "checkpoints")
         if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
             notices.append("No logger: LearningRateMonitor is off for this run.")
+            continue
+        if cls is not None and issubclass(cls, ProgressBar) and not progress_bar:
             continue
         kept.append(spec)
     return kept, notices

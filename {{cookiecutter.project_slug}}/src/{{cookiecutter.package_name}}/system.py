@@ -40,6 +40,8 @@ class Classifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: ScheduleFactory | None = OneCycle,
         label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -51,6 +53,9 @@ class Classifier(L.LightningModule):
             lr_scheduler: Built with the optimizer and the run's total optimizer steps;
                 None keeps ``lr`` constant.
             label_smoothing: Cross-entropy label smoothing, 0 to disable.
+            channels_last: Keep images and convolution weights in NHWC layout, which the GPU's
+                tensor cores run fastest (mixed precision on Volta or newer).
+            compile: Compile the network with ``torch.compile`` (first steps are slower).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -60,16 +65,21 @@ class Classifier(L.LightningModule):
         # Loss weight per class: all ones unless the data's imbalance rule asks for weights.
         self.register_buffer("class_weights", torch.ones(num_classes))
         self.network = network(input_shape, num_classes)
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
-        self.train_metrics = metrics.clone(prefix="train/")
+        self.channels_last = channels_last
+        if channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        if compile:
+            self.network.compile()  # in place: parameter names and checkpoints stay the same
+        # No metric may read values back from the GPU during a training step (that stalls it):
+        # validate_args=False skips checks the loss makes anyway, and per-class metrics, whose
+        # torch.bincount reads its input's maximum, are computed in evaluation only.
+        accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        f1_macro = MulticlassF1Score(num_classes, average="macro", validate_args=False)
+        metrics = MetricCollection({"acc": accuracy, "f1_macro": f1_macro})
+        self.train_metrics = MetricCollection({"acc": accuracy.clone()}, prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -80,6 +90,8 @@ class Classifier(L.LightningModule):
             self.class_weights.copy_(torch.as_tensor(datamodule.class_weights))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.network(self.standardize(x))
 
     def _step(

@@ -7,13 +7,19 @@ and run directory as ``fit``; its typed parameters become its options.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.tuner import Tuner
 
+from . import benchmark as bench
 from .data.base import CheckedDataModule
 from .data.findings import raise_on_failures
+from .data.loading import available_cpus
 
 
 class Trainer(L.Trainer):
@@ -51,3 +57,61 @@ class Trainer(L.Trainer):
         """
         datamodule.write_reports(Path(self.default_root_dir), self.loggers)
         raise_on_failures(datamodule.prepared.findings)
+
+    def benchmark(
+        self,
+        model: L.LightningModule,
+        datamodule: CheckedDataModule,
+        steps: int = 20,
+        warmup: int = 5,
+        windows: int = 3,
+    ) -> dict:
+        """Is the device starving? Loader, model step and full training step side by side.
+
+        Prints the three throughputs, which one bounds training and what to change; saves
+        them as ``benchmark.json`` in the run directory. Checkpointing and early stopping act
+        once an epoch, not per step, so the timed ``fit`` leaves them out.
+
+        Args:
+            steps: Batches per timing window.
+            warmup: Batches before timing starts (workers, allocator, compilation).
+            windows: Timing windows of the loader and the model step; the median counts.
+        """
+        device = self.strategy.root_device
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else lambda: None
+        datamodule.trainer = self  # the loader settings follow this machine and trainer
+        batches = bench.endless(datamodule.train_dataloader)
+        for _ in range(warmup):
+            next(batches)
+        loader = bench.timed(lambda: len(next(batches)[1]), sync, steps, windows)
+
+        model.to(device).train()
+        step = bench.model_step(model, move_data_to_device(next(batches), device), self)
+        for _ in range(warmup):
+            step()
+        model_rate = bench.timed(step, sync, steps, windows)
+
+        timer = bench.StepTimer(warmup, sync)
+        epochal = (ModelCheckpoint, EarlyStopping)
+        self.callbacks = [c for c in self.callbacks if not isinstance(c, epochal)] + [timer]
+        self.fit_loop.epoch_loop.max_steps = warmup + steps * windows
+        self.fit_loop.max_epochs = self.max_steps  # OneCycle's length follows max_steps
+        self.limit_val_batches = 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.fit(model, datamodule=datamodule)
+
+        settings = datamodule.loader_settings
+        figures = bench.Figures(
+            str(device), str(self.precision), settings.batch_size, settings.num_workers,
+            loader, model_rate, timer.rate,
+            torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        )  # fmt: skip
+        compiled = getattr(model, "hparams", {}).get("compile", False)
+        bench.diagnose(figures, available_cpus(), getattr(model, "channels_last", False), compiled)
+        if self.is_global_zero:
+            path = Path(self.default_root_dir) / "benchmark.json"
+            path.write_text(json.dumps(figures.as_dict(), indent=2) + "\n")
+            print(figures.table())
+            print(f"Saved: {path}")
+        return figures.as_dict()

@@ -1,56 +1,101 @@
-"""Gradient norms per layer, and a stop on the first non-finite gradient."""
+"""Gradient norms per layer, and a stop on the first non-finite gradient, without host syncs."""
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
-from lightning.pytorch.utilities import grad_norm
+import torch
+from torch import Tensor
 from torch.optim import Optimizer
 
 
 class GradientMonitor(L.Callback):
     """Logs ``grad_norm/global`` and ``grad_norm/<parameter>`` and stops on NaN/Inf gradients.
 
-    Lightning computes norms (``lightning.pytorch.utilities.grad_norm``) but neither logs
-    them by layer on its own nor says which layer went non-finite; this callback does both.
-    Norms are taken after gradient unscaling and before clipping, every optimizer step, so
-    the stop fires on the step that broke. Under fp16 mixed precision the loss scaler skips
-    steps with Inf gradients by design, so the stop is off there.
+    Lightning's ``grad_norm`` utility turns every norm into a Python float, which makes the
+    CPU wait for the GPU at every step; this callback keeps the steady state free of such
+    syncs. Every optimizer step it launches one fused norm over all gradients and records, on
+    the device, the first step and the layers that went non-finite. It reads that record
+    (one sync) and logs the norms only every ``every_n_steps`` steps, before each validation
+    and at the end of training, so a run stops within ``every_n_steps`` steps of the fault,
+    before any checkpoint of the broken weights is written, naming the step and the layer.
+
+    Norms are taken after gradient unscaling and before clipping. Under fp16 mixed precision
+    the loss scaler skips steps with Inf gradients by design, so the stop is off there.
     """
 
     def __init__(
-        self, norm_type: float = 2.0, per_layer: bool = True, stop_on_nonfinite: bool = True
+        self,
+        norm_type: float = 2.0,
+        per_layer: bool = True,
+        stop_on_nonfinite: bool = True,
+        every_n_steps: int | None = None,
     ) -> None:
         """
         Args:
             norm_type: Order of the norm (2 = Euclidean, ``inf`` = largest entry).
             per_layer: Log one norm per parameter tensor as well as the global one.
-            stop_on_nonfinite: Raise on the first NaN/Inf gradient, naming the parameter.
+            stop_on_nonfinite: Raise on a NaN/Inf gradient, naming the parameter and step.
+            every_n_steps: Steps between logging and checking; None: the trainer's
+                ``log_every_n_steps``.
         """
         self.norm_type = norm_type
         self.per_layer = per_layer
         self.stop_on_nonfinite = stop_on_nonfinite
+        self.every_n_steps = every_n_steps
+        self._names: list[str] = []
+        self._first_bad_step: Tensor | None = None  # -1 until a gradient goes non-finite
+        self._bad_layers: Tensor | None = None  # which layers were non-finite at that step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_bad_step = self._bad_layers = None
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
     ) -> None:
-        norms = grad_norm(pl_module, self.norm_type)
-        if not norms:  # no parameter has a gradient (e.g. everything frozen)
+        named = [(n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
+        if not named:  # no parameter has a gradient (e.g. everything frozen)
             return
-        prefix = f"grad_{float(self.norm_type)}_norm"
-        total = norms.pop(f"{prefix}_total")
-        scaler_skips_inf = trainer.precision == "16-mixed"
-        if self.stop_on_nonfinite and not scaler_skips_inf and not math.isfinite(total):
-            bad = next(
-                (name for name, value in norms.items() if not math.isfinite(value)), "unknown"
-            ).removeprefix(f"{prefix}/")
-            raise FloatingPointError(
-                f"Non-finite gradient in '{bad}' at step {trainer.global_step} "
-                f"(global norm {total}). Lower the learning rate, set trainer.gradient_clip_val, "
-                "or look for NaN/Inf in the inputs of this batch."
-            )
-        logged = {"grad_norm/global": total}
+        self._names = [name for name, _ in named]
+        norms = torch.stack(torch._foreach_norm([g for _, g in named], self.norm_type))
+        if self.stop_on_nonfinite and trainer.precision != "16-mixed":
+            self._record_nonfinite(norms, trainer.global_step)
+        every = self.every_n_steps or trainer.log_every_n_steps
+        if every and (trainer.global_step + 1) % every == 0:
+            self._log(pl_module, norms)
+            self.check(trainer)
+
+    def _record_nonfinite(self, norms: Tensor, step: int) -> None:
+        """Keep the first non-finite step and its layers, on the device (no sync)."""
+        if self._first_bad_step is None or self._bad_layers is None:
+            self._first_bad_step = torch.full((), -1, device=norms.device, dtype=torch.long)
+            self._bad_layers = torch.zeros(norms.shape, device=norms.device, dtype=torch.bool)
+        nonfinite = ~torch.isfinite(norms)
+        first = (self._first_bad_step < 0) & nonfinite.any()
+        self._first_bad_step = torch.where(first, step, self._first_bad_step)
+        self._bad_layers = torch.where(first, nonfinite, self._bad_layers)
+
+    def _log(self, pl_module: L.LightningModule, norms: Tensor) -> None:
+        logged = {"grad_norm/global": torch.linalg.vector_norm(norms, self.norm_type)}
         if self.per_layer:
-            logged |= {f"grad_norm/{k.removeprefix(prefix + '/')}": v for k, v in norms.items()}
+            logged |= {f"grad_norm/{n}": v for n, v in zip(self._names, norms, strict=True)}
         pl_module.log_dict(logged, on_step=True, on_epoch=False)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise if a gradient went non-finite since training started (reads the device)."""
+        if self._first_bad_step is None or self._bad_layers is None:
+            return
+        step = int(self._first_bad_step)
+        if step < 0:
+            return
+        bad = [n for n, b in zip(self._names, self._bad_layers.tolist(), strict=True) if b]
+        raise FloatingPointError(
+            f"Non-finite gradient in {', '.join(repr(n) for n in bad[:5])} at step {step} "
+            f"(noticed at step {trainer.global_step}). Lower the learning rate, set "
+            "trainer.gradient_clip_val, or look for NaN/Inf in the inputs of that batch."
+        )
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)

@@ -7,6 +7,7 @@ class turns the result into reports, loaders and the state that ``predict`` rest
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from .. import reports
 from .findings import Finding, print_findings, raise_on_failures, save_profile
-from .loading import loader_kwargs
+from .loading import LoaderSettings, Workers, resolve_loader
 from .manifest import save_manifest
 from .split import Split
 
@@ -44,13 +45,15 @@ class Prepared:
 class CheckedDataModule(L.LightningDataModule):
     """Base of the project's data modules; see the module docstring."""
 
+    collate_fn: Callable | None = None  # for datasets that fetch whole batches at once
+
     def __init__(
         self,
         seed: int,
         val_fraction: float,
         test_fraction: float,
         batch_size: int,
-        num_workers: int,
+        num_workers: Workers,
         pin_memory: bool | None,
         persistent_workers: bool,
         prefetch_factor: int | None,
@@ -60,9 +63,13 @@ class CheckedDataModule(L.LightningDataModule):
         super().__init__()
         self.seed, self.val_fraction, self.test_fraction = seed, val_fraction, test_fraction
         self.profile, self.fitted_from = profile, fitted_from
-        self.loader_kwargs = loader_kwargs(
-            batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor
-        )
+        self.batch_size = batch_size
+        self.loader_options = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers,
+            "prefetch_factor": prefetch_factor,
+        }
 
     # --- what a subclass provides -------------------------------------------------------
     def prepare(self) -> Prepared:
@@ -137,7 +144,10 @@ class CheckedDataModule(L.LightningDataModule):
         if stage != "fit":
             return
         if self.trainer is not None and self.trainer.is_global_zero:
-            self.write_reports(Path(self.trainer.default_root_dir), self.trainer.loggers)
+            run_dir = Path(self.trainer.default_root_dir)
+            self.write_reports(run_dir, self.trainer.loggers)
+            rank_zero_info(self.loader_settings.describe())
+            self.loader_settings.save(run_dir / "loader.json")
         raise_on_failures(self.prepared.findings)
 
     def write_reports(self, run_dir: Path, loggers: list | tuple = ()) -> None:
@@ -155,31 +165,39 @@ class CheckedDataModule(L.LightningDataModule):
         rank_zero_info(f"Data profile: {path} and {run_dir / 'plots'}/profile_*.png")
 
     # --- loaders --------------------------------------------------------------------------
+    @property
+    def loader_settings(self) -> LoaderSettings:
+        """Loader settings for the machine and trainer this module runs with."""
+        return resolve_loader(self.batch_size, **self.loader_options, trainer=self.trainer)
+
+    def loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset, collate_fn=self.collate_fn, **self.loader_settings.kwargs(), **kwargs
+        )
+
     def train_dataloader(self) -> DataLoader:
         data = self.prepared
         # The shuffle order and the workers' seeds follow the data seed alone.
         generator = torch.Generator().manual_seed(self.seed)
         train = data.datasets["train"]
         # Whole batches only (BatchNorm fails on a batch of one), unless there is just one.
-        drop_last = len(train) > self.loader_kwargs["batch_size"]
+        drop_last = len(train) > self.batch_size
         if self.state.get("balanced_sampler"):
             weights = 1.0 / np.bincount(data.train_labels)[data.train_labels]
             sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
-            return DataLoader(train, sampler=sampler, drop_last=drop_last, **self.loader_kwargs)
-        return DataLoader(
-            train, shuffle=True, generator=generator, drop_last=drop_last, **self.loader_kwargs
-        )
+            return self.loader(train, sampler=sampler, drop_last=drop_last)
+        return self.loader(train, shuffle=True, generator=generator, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.prepared.datasets["val"], **self.loader_kwargs)
+        return self.loader(self.prepared.datasets["val"])
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.prepared.datasets["test"], **self.loader_kwargs)
+        return self.loader(self.prepared.datasets["test"])
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_inputs is None:
             return self.test_dataloader()
-        return DataLoader(self.predict_inputs[0], **self.loader_kwargs)
+        return self.loader(self.predict_inputs[0])
 
     @property
     def predict_ids(self) -> list[str]:

@@ -1,22 +1,25 @@
 """Image classification data: the embedded digits, a folder of your images, or a torchvision
-dataset; checked, cleaned, split by the seed and held in memory as ``uint8``."""
+dataset; checked, cleaned, split by the seed and served as ``uint8`` batches.
+
+Folders and torchvision datasets are decoded once into a memory-mapped cache (see
+``image_cache``); the embedded digits decode in milliseconds and stay in memory."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from . import image_sources
+from .augment import Augmentation, BatchAugment
 from .base import CheckedDataModule, Prepared
 from .checks import (
     class_imbalance,
@@ -25,6 +28,7 @@ from .checks import (
     within_split_duplicates,
 )
 from .findings import Finding, nothing_usable
+from .image_cache import ImageTensorDataset, decode_cached
 from .image_checks import (
     MIN_HASHED_SIDE,
     ImageRules,
@@ -33,35 +37,27 @@ from .image_checks import (
     perceptual_hash,
     unreadable,
 )
-from .image_sources import MODES, ImageSource, to_pixels
+from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
+from .loading import Workers
 from .manifest import fingerprint
 from .split import SPLITS, assign_splits
 
-
-class ImageTensorDataset(Dataset):
-    """``uint8`` images in memory, served as floats in [0, 1] with an optional transform."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index].float() / 255
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
+# Torchvision datasets of digits and letters: a mirrored glyph is another glyph or none.
+GLYPH_DATASETS = {"MNIST", "EMNIST", "KMNIST", "QMNIST", "SVHN", "USPS", "Omniglot"}
+# The rules decode_all applies: a change to one rebuilds the decode cache.
+DECODING_RULES = ("unreadable_image", "channel_mismatch", "size_mismatch")
 
 
 class ImageDataModule(CheckedDataModule):
     """Images split by a seed into train/val/test, augmented on the training split only.
 
-    Pixels are scaled to [0, 1]; standardisation is not done here but by the model, with
-    statistics from :meth:`train_statistics`, so that serving sees the same preprocessing.
+    Pixels stay ``uint8``; scaling and standardisation are done by the model, with statistics
+    from :meth:`train_statistics`, so that serving sees the same preprocessing.
     Image size, channels and class names are fitted on the training split and saved in
     checkpoints, so ``predict`` needs none of the training data.
     """
+
+    collate_fn = staticmethod(ImageTensorDataset.collate)  # batches come whole: __getitems__
 
     def __init__(
         self,
@@ -79,13 +75,17 @@ class ImageDataModule(CheckedDataModule):
         test_fraction: float = 0.15,
         batch_size: int = 64,
         augment: bool = True,
+        augment_on_device: bool = False,
         rotation_degrees: float = 10.0,  # digits tilt a little when written; more confuses 6/9
         translate: float = 0.1,  # fraction of the image: ~1 pixel at 8x8
-        num_workers: int = 0,  # 0 loads in the main process: in-memory tensors need no workers
-        pin_memory: bool | None = None,  # None: pin when CUDA is available
+        crop_padding: int = 0,
+        horizontal_flip: bool | None = None,
+        num_workers: Workers = "auto",
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         fitted_from: Path | None = None,
+        cache_dir: Path | None = Path(".cache/images"),
     ) -> None:
         """
         Args:
@@ -107,15 +107,26 @@ class ImageDataModule(CheckedDataModule):
             test_fraction: Share of the samples held out for the final test (unless the data
                 brings its own test split).
             batch_size: Samples per batch (per device under DDP).
-            augment: Random affine jitter on training images.
+            augment: Random jitter of training images (never of val/test/predict).
+            augment_on_device: Augment whole batches on the GPU after the transfer instead of
+                each image in the loader, where the CPU would starve the GPU; same
+                distribution either way.
             rotation_degrees: Largest random rotation.
             translate: Largest random shift, as a fraction of the image size.
-            num_workers: Loader worker processes.
-            pin_memory: Page-locked host memory for faster host-to-GPU copies.
+            crop_padding: Zero-pad by this many pixels, then crop back at random (photos: 4).
+            horizontal_flip: Mirror half the images; None: yes for photos (your folders, most
+                torchvision datasets), no for digits and letters, which mirroring changes.
+            num_workers: Loader worker processes; "auto": none when training on the CPU, the
+                spare CPUs per GPU otherwise (see ``loader.json`` in the run directory).
+            pin_memory: Page-locked host memory for faster host-to-GPU copies; None: when
+                training on a CUDA GPU.
             persistent_workers: Keep workers alive between epochs.
             prefetch_factor: Batches each worker loads ahead.
             fitted_from: A checkpoint whose fitted data state (class names, image size,
                 channels) to use instead of fitting one; the CLI sets it from ``--ckpt_path``.
+            cache_dir: Where folders and torchvision datasets are kept decoded, so later runs
+                skip decoding; rebuilt when a file, the image size or channels change.
+                None: decode every run, write nothing.
         """
         super().__init__(
             seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
@@ -126,11 +137,28 @@ class ImageDataModule(CheckedDataModule):
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else image_size
         self.channels, self.rules = channels, rules
         self.near_duplicate_distance = near_duplicate_distance
-        self.train_transform = (
-            v2.RandomAffine(degrees=rotation_degrees, translate=(translate, translate))
+        self.cache_dir = cache_dir
+        flip = self.shows_photos() if horizontal_flip is None else horizontal_flip
+        self.augmentation = (
+            Augmentation(rotation_degrees, translate, crop_padding, flip)
             if augment
-            else None
+            else Augmentation()
         )
+        self.device_augment = BatchAugment(self.augmentation) if augment_on_device else None
+        self.train_transform = None if augment_on_device else self.augmentation.cpu_transform()
+
+    def shows_photos(self) -> bool:
+        """Whether mirrored images are still valid samples (not digits or letters)."""
+        if self.torchvision is not None:
+            return self.torchvision not in GLYPH_DATASETS
+        return self.root is not None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches, once on the device, get the batched augmentation when it is on."""
+        if self.device_augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        return self.device_augment(images), labels
 
     def source(self) -> ImageSource:
         if self.torchvision is not None:
@@ -163,12 +191,17 @@ class ImageDataModule(CheckedDataModule):
         width, height = Counter(size for _, size in train_headers).most_common(1)[0][0]
         size = self.image_size or (height, width)
 
-        decoded = self.decode_all(source, opened, channels, size, findings)
-        if not any(split_of[i] == "train" for i in decoded):
+        rules = {name: getattr(self.rules, name) for name in DECODING_RULES}
+        decoded = decode_cached(
+            self.cache_dir, source, opened.tolist(), (channels, *size), rules,
+            lambda out: self.decode_all(source, opened, channels, size, out),
+        )  # fmt: skip
+        findings += decoded.findings
+        kept, pixels = decoded.kept, decoded.pixels
+        if not any(split_of[i] == "train" for i in kept):
             raise nothing_usable(self.describe_source(), findings)
-        ids = [source.ids[i] for i in decoded]
-        splits = np.array([split_of[i] for i in decoded], dtype=object)
-        pixels = np.stack([decoded[i] for i in decoded])
+        ids = [source.ids[i] for i in kept]
+        splits = np.array([split_of[i] for i in kept], dtype=object)
         hashes = [hashlib.sha1(array.tobytes()).hexdigest() for array in pixels]
         leaks = cross_split_duplicates(ids, hashes, splits, self.rules.duplicate_across_splits)
         leaks += self.near_duplicates(ids, pixels, splits, min(width, height, *size))
@@ -176,10 +209,9 @@ class ImageDataModule(CheckedDataModule):
         dropped = {f.subject for f in leaks if f.action == "drop"}
         use = np.array([sample not in dropped for sample in ids], dtype=bool)
 
-        images = torch.from_numpy(pixels[use])
-        labels = torch.as_tensor(codes[list(decoded)])[use]
-        splits, ids = splits[use], [sample for sample, u in zip(ids, use, strict=True) if u]
-        train_labels = labels[splits == "train"].numpy()
+        labels = torch.as_tensor(codes[kept])
+        rows = {split: np.flatnonzero(use & (splits == split)) for split in SPLITS}
+        train_labels = labels[rows["train"]].numpy()
         imbalance = class_imbalance(train_labels, class_names, self.rules.class_imbalance)
         findings.append(imbalance)
         state = {
@@ -189,15 +221,13 @@ class ImageDataModule(CheckedDataModule):
             "channels": channels,
             **imbalance_remedy(imbalance, train_labels, len(class_names)),
         }
+        transforms = {"train": self.train_transform}
         datasets = {
-            split: ImageTensorDataset(
-                images[splits == split],
-                labels[splits == split],
-                self.train_transform if split == "train" else None,
-            )
-            for split in SPLITS
+            split: ImageTensorDataset(pixels, labels[r], transforms.get(split), rows=r)
+            for split, r in rows.items()
         }
-        names = [class_names[c] for c in labels.tolist()]
+        splits, ids = splits[use], [sample for sample, u in zip(ids, use, strict=True) if u]
+        names = [class_names[c] for c in labels[use].tolist()]
         counts = {
             "source": self.describe_source(),
             "files": len(source.ids),
@@ -227,10 +257,11 @@ class ImageDataModule(CheckedDataModule):
         indices: np.ndarray,
         channels: int,
         size: tuple[int, int],
-        findings: list[Finding],
-    ) -> dict[int, np.ndarray]:
-        """Pixels of every sample that decodes and that no rule drops, by sample index."""
-        decoded = {}
+        out: np.ndarray,
+    ) -> tuple[list[int], list[tuple[int, Finding]]]:
+        """Writes every sample that decodes and that no rule drops into the next row of
+        ``out``; returns the sample index of each row written, and the findings by sample."""
+        kept, findings = [], []
         for i in indices.tolist():
             subject = source.subject(i)
             try:
@@ -239,12 +270,13 @@ class ImageDataModule(CheckedDataModule):
                     found = inspect(image, subject, MODES[channels], size, self.rules)
                     pixels = to_pixels(image, channels, size)
             except Exception as error:  # truncated files open, then fail to decode
-                findings.append(unreadable(subject, error, self.rules))
+                findings.append((i, unreadable(subject, error, self.rules)))
                 continue
-            findings += found
+            findings += [(i, finding) for finding in found]
             if not any(f.action == "drop" for f in found):
-                decoded[i] = pixels
-        return decoded
+                out[len(kept)] = pixels
+                kept.append(i)
+        return kept, findings
 
     def near_duplicates(
         self, ids: list[str], pixels: np.ndarray, splits: np.ndarray, smallest_side: int
@@ -256,15 +288,29 @@ class ImageDataModule(CheckedDataModule):
         rule = self.rules.near_duplicate_across_splits
         return near_duplicates(ids, hashes, splits, self.near_duplicate_distance, rule)
 
-    def train_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the training images, shaped (C, 1, 1)."""
-        train = self.prepared.datasets["train"].images.float() / 255
-        return train.mean(dim=(0, 2, 3)).view(-1, 1, 1), train.std(dim=(0, 2, 3)).view(-1, 1, 1)
+    def train_statistics(self, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the training images in [0, 1], shaped (C, 1, 1).
+
+        Integer sums over ``chunk`` images at a time (None: about 4M pixels): the images may
+        be a memory map larger than RAM.
+        """
+        train = self.prepared.datasets["train"]
+        channels, height, width = train.images.shape[1:]
+        chunk = chunk or max(1, 2**22 // (channels * height * width))
+        sums, squares = 0, 0
+        for start in range(0, len(train), chunk):
+            pixels = torch.from_numpy(train.pixels(range(start, min(start + chunk, len(train)))))
+            sums = sums + pixels.sum(dim=(0, 2, 3), dtype=torch.int64)
+            squares = squares + pixels.int().square().sum(dim=(0, 2, 3), dtype=torch.int64)
+        n = len(train) * height * width
+        mean = sums.double() / n
+        std = ((squares.double() - n * mean.square()) / (n - 1)).sqrt()
+        return (mean / 255).float().view(-1, 1, 1), (std / 255).float().view(-1, 1, 1)
 
     def dataset(self, split: str, augment: bool = False) -> ImageTensorDataset:
         """One split's images; training augmentation only when ``augment`` asks for it."""
         data = self.prepared.datasets[split]
-        return data if augment else ImageTensorDataset(data.images, data.labels)
+        return data if augment else ImageTensorDataset(data.images, data.labels, rows=data.rows)
 
     def read_predict_inputs(self) -> tuple[Dataset, list[str]] | None:
         """Every image under ``predict_root``, converted as in training; bad files skipped."""
@@ -281,32 +327,25 @@ class ImageDataModule(CheckedDataModule):
                 print(f"Skipped {source.subject(i)}: {type(error).__name__}: {error}")
                 continue
             ids.append(sample_id)
-        images = torch.from_numpy(np.stack(arrays))
-        return ImageTensorDataset(images, torch.full((len(ids),), -1)), ids
+        return ImageTensorDataset(np.stack(arrays), torch.full((len(ids),), -1)), ids
 
     def profile_figures(self) -> dict[str, Figure]:
-        train = self.prepared.datasets["train"]
-        return {"samples": sample_grid(train.images, train.labels, self.class_names)}
-
-
-def fitted_channels(modes: Iterable[str]) -> int:
-    """1 when most training images are greyscale, else 3 (RGB)."""
-    grey = Counter(mode in {"1", "L", "LA", "I", "I;16", "F"} for mode in modes)
-    return 1 if grey[True] > grey[False] else 3
+        return {"samples": sample_grid(self.prepared.datasets["train"], self.class_names)}
 
 
 def sample_grid(
-    images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], per_class: int = 8
+    dataset: ImageTensorDataset, class_names: Sequence[str], per_class: int = 8
 ) -> Figure:
-    """The first ``per_class`` images of each class: one row per class."""
+    """The first ``per_class`` images of each class, untransformed: one row per class."""
     rows = len(class_names)
     fig, axes = plt.subplots(rows, per_class, figsize=(per_class, rows), squeeze=False)
     for row, name in enumerate(class_names):
-        chosen = (labels == row).nonzero().flatten()[:per_class]
+        chosen = dataset.pixels((dataset.labels == row).nonzero().flatten()[:per_class].numpy())
         for col, ax in enumerate(axes[row]):
             ax.axis("off")
             if col < len(chosen):
-                image = images[chosen[col]].permute(1, 2, 0).squeeze(-1).numpy()
+                pixels = chosen[col]
+                image = pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)
                 ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
         axes[row][0].set_title(name, fontsize=8, loc="left")
     fig.suptitle("Training samples per class")

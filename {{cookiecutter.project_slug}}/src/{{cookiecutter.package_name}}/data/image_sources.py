@@ -7,7 +7,8 @@ model's input, used for training data and for new inputs alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,9 @@ class ImageSource:
     labels: list[str]
     splits: list[str | None]
     read: Callable[[int], Image.Image]  # opens sample i; raises on a file that isn't an image
+    # The files the pixels come from, by a name that survives moving the data; their sizes
+    # and times key the decode cache. None: in memory, not worth caching.
+    files: dict[str, Path] | None = None
 
     def subject(self, index: int) -> str:
         """How a finding names the sample: its full path, or its id in memory."""
@@ -44,6 +48,12 @@ def to_pixels(image: Image.Image, channels: int, size: tuple[int, int]) -> np.nd
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def fitted_channels(modes: Iterable[str]) -> int:
+    """1 when most training images are greyscale, else 3 (RGB)."""
+    grey = Counter(mode in {"1", "L", "LA", "I", "I;16", "F"} for mode in modes)
+    return 1 if grey[True] > grey[False] else 3
 
 
 def digits() -> ImageSource:
@@ -96,7 +106,8 @@ def folder(root: Path) -> ImageSource:
             f"No image files ({', '.join(sorted(SUFFIXES))}) in {root}: {layout}"
         )
     ids = [path.relative_to(root).as_posix() for path in paths]
-    return ImageSource(root, ids, labels, splits, partial(open_path, paths))
+    files = dict(zip(ids, paths, strict=True))
+    return ImageSource(root, ids, labels, splits, partial(open_path, paths), files)
 
 
 def torchvision_dataset(name: str, root: Path, download: bool) -> ImageSource:
@@ -113,15 +124,22 @@ def torchvision_dataset(name: str, root: Path, download: bool) -> ImageSource:
         split: getattr(datasets, name)(str(root), train=split == "train", download=download)
         for split in ("train", "test")
     }
-    ids, labels, splits, index = [], [], [], []
+    ids, labels, splits, index, files = [], [], [], [], {}
     for split, dataset in parts.items():
+        files |= dataset_files(dataset, root)
         classes = dataset.classes
         for i, target in enumerate(dataset.targets):
             ids.append(f"{name}/{split}/{i}")
             labels.append(str(classes[int(target)]))
             splits.append(None if split == "train" else "test")
             index.append((dataset, i))
-    return ImageSource(None, ids, labels, splits, lambda i: index[i][0][index[i][1]][0])
+    return ImageSource(None, ids, labels, splits, lambda i: index[i][0][index[i][1]][0], files)
+
+
+def dataset_files(dataset, root: Path) -> dict[str, Path]:
+    """The files a torchvision dataset reads: MNIST's ``raw_folder``, CIFAR's ``base_folder``."""
+    folder = Path(getattr(dataset, "raw_folder", root / getattr(dataset, "base_folder", "")))
+    return {p.relative_to(root).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def predict_folder(root: Path) -> ImageSource:

@@ -1,32 +1,92 @@
-"""DataLoader settings shared by every data module."""
+"""DataLoader settings, resolved for the machine a run lands on.
+
+The shipped config says ``num_workers: auto`` and ``pin_memory: null``, so the same file
+suits a laptop and a GPU server; what was chosen is printed and saved as ``loader.json``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-import torch
+import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator
+
+MAX_AUTO_WORKERS = 8  # beyond this, in-memory uint8 batches gain nothing measurable
+
+Workers = int | Literal["auto"]
 
 
-def loader_kwargs(
+@dataclass
+class LoaderSettings:
+    """What the loaders of one run use, and why."""
+
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    prefetch_factor: int | None
+    reason: str
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``DataLoader``: PyTorch rejects ``persistent_workers`` and
+        ``prefetch_factor`` without worker processes, so they only come with workers."""
+        kwargs: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+        }
+        if self.num_workers > 0:
+            kwargs["persistent_workers"] = self.persistent_workers
+            if self.prefetch_factor is not None:
+                kwargs["prefetch_factor"] = self.prefetch_factor
+        return kwargs
+
+    def describe(self) -> str:
+        pinned = "pinned" if self.pin_memory else "unpinned"
+        return (
+            f"Loader: batch {self.batch_size}, {self.num_workers} workers, {pinned} memory "
+            f"({self.reason})"
+        )
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's or scheduler's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_loader(
     batch_size: int,
-    num_workers: int,
+    num_workers: Workers,
     pin_memory: bool | None,
     persistent_workers: bool,
     prefetch_factor: int | None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``DataLoader`` that are valid for any ``num_workers``.
+    trainer: L.Trainer | None = None,
+) -> LoaderSettings:
+    """Settings for this machine and this trainer (None: outside a trainer, on the CPU).
 
-    PyTorch rejects ``persistent_workers`` and ``prefetch_factor`` without worker
-    processes, so they are only passed when there are workers. ``pin_memory=None``
-    pins only when a GPU is there to receive the batches.
+    ``auto`` workers: none when training on the CPU, whose cores already run the model;
+    with GPUs, the CPUs left per device after its main process, at most
+    ``MAX_AUTO_WORKERS``. ``pin_memory=None`` pins when the batches go to a CUDA GPU.
     """
-    kwargs: dict[str, Any] = {
-        "batch_size": batch_size,
-        "num_workers": num_workers,
-        "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
-    }
-    if num_workers > 0:
-        kwargs["persistent_workers"] = persistent_workers
-        if prefetch_factor is not None:
-            kwargs["prefetch_factor"] = prefetch_factor
-    return kwargs
+    on_gpu = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+    devices = trainer.num_devices if trainer is not None else 1
+    cpus = available_cpus()
+    if num_workers == "auto":
+        workers = min(MAX_AUTO_WORKERS, max(cpus // devices - 1, 0)) if on_gpu else 0
+        reason = f"auto: {cpus} CPUs, {devices} {'GPU' if on_gpu else 'CPU'} process(es)"
+    else:
+        workers, reason = num_workers, "as configured"
+    pin = on_gpu if pin_memory is None else pin_memory
+    return LoaderSettings(batch_size, workers, pin, persistent_workers, prefetch_factor, reason)

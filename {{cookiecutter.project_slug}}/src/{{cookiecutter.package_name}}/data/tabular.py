@@ -22,6 +22,7 @@ from .checks import (
     within_split_duplicates,
 )
 from .findings import DataError, Finding
+from .loading import Workers
 from .manifest import fingerprint
 from .split import SPLITS, Split, stratified_split, time_split
 from .table_checks import (
@@ -130,8 +131,8 @@ class TabularDataModule(CheckedDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         batch_size: int = 32,
-        num_workers: int = 0,  # 0 loads in the main process: in-memory tensors need no workers
-        pin_memory: bool | None = None,  # None: pin when CUDA is available
+        num_workers: Workers = "auto",
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         fitted_from: Path | None = None,
@@ -155,8 +156,10 @@ class TabularDataModule(CheckedDataModule):
             val_fraction: Share of all rows held out for validation.
             test_fraction: Share of all rows held out for the final test.
             batch_size: Rows per batch (per device under DDP).
-            num_workers: Loader worker processes.
-            pin_memory: Page-locked host memory for faster host-to-GPU copies.
+            num_workers: Loader worker processes; "auto": none when training on the CPU, the
+                spare CPUs per GPU otherwise (see ``loader.json`` in the run directory).
+            pin_memory: Page-locked host memory for faster host-to-GPU copies; None: when
+                training on a CUDA GPU.
             persistent_workers: Keep workers alive between epochs.
             prefetch_factor: Batches each worker loads ahead.
             fitted_from: A checkpoint whose fitted data state (class names, columns, medians,

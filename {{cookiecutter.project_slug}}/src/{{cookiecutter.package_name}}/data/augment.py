@@ -1,0 +1,131 @@
+"""Geometric training augmentation two ways with one distribution: per sample in DataLoader
+workers (torchvision v2), or per batch on whatever device the batch is on (:class:`BatchAugment`),
+where the CPU would otherwise be the bottleneck."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms import v2
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random jitter of training images: affine, then crop, then flip."""
+
+    rotation_degrees: float = 0.0  # uniform in [-deg, deg], like v2.RandomAffine
+    translate: float = 0.0  # fraction of width/height, drawn and rounded like v2.RandomAffine
+    crop_padding: int = 0  # zero-pad, then crop back to the size at random, like v2.RandomCrop
+    horizontal_flip: bool = False  # p = 0.5, like v2.RandomHorizontalFlip
+
+    def __post_init__(self) -> None:
+        if self.rotation_degrees < 0 or not 0 <= self.translate <= 1 or self.crop_padding < 0:
+            raise ValueError(f"{self}: needs rotation, padding >= 0 and translate in [0, 1]")
+
+    @property
+    def affine(self) -> bool:
+        return self.rotation_degrees > 0 or self.translate > 0
+
+    @property
+    def active(self) -> bool:
+        return self.affine or self.crop_padding > 0 or self.horizontal_flip
+
+    def cpu_transform(self) -> v2.Transform | None:
+        """Per-sample pipeline for (C, H, W) tensors; None when there is nothing to do."""
+        steps: list[v2.Transform] = []
+        if self.affine:
+            steps.append(v2.RandomAffine(self.rotation_degrees, translate=(self.translate,) * 2))
+        if self.crop_padding:
+            steps.append(v2.Lambda(partial(random_crop, padding=self.crop_padding), Tensor))
+        if self.horizontal_flip:
+            steps.append(v2.RandomHorizontalFlip())
+        return v2.Compose(steps) if steps else None
+
+
+@lru_cache(maxsize=8)
+def _cropper(size: tuple[int, int], padding: int) -> v2.RandomCrop:
+    return v2.RandomCrop(size, padding=padding)
+
+
+def random_crop(image: Tensor, padding: int) -> Tensor:
+    """``v2.RandomCrop`` back to the image's own size, which :class:`Augmentation` doesn't know."""
+    return _cropper(tuple(image.shape[-2:]), padding)(image)
+
+
+class Draws(NamedTuple):
+    """One sample's parameters per row, in torchvision's terms."""
+
+    angle: Tensor  # (N,) degrees
+    translate: Tensor  # (N, 2) whole pixels (tx, ty), as RandomAffine rounds them
+    crop: Tensor  # (N, 2) crop corner (left, top) in the padded image
+    flip: Tensor  # (N,) bool
+
+
+class BatchAugment(torch.nn.Module):
+    """:class:`Augmentation` applied to a (N, C, H, W) batch on its own device, as one warp."""
+
+    # torchvision v2 transforms given a batch tensor draw ONE parameter set for the whole batch
+    # (every image gets the same shift); this draws per sample, from the global torch RNG.
+
+    def __init__(self, augmentation: Augmentation) -> None:
+        super().__init__()
+        self.augmentation = augmentation
+
+    def forward(self, images: Tensor) -> Tensor:
+        if not self.augmentation.active:
+            return images
+        n, _, height, width = images.shape
+        return self.warp(images, self.draw(n, height, width, images.device))
+
+    def draw(self, n: int, height: int, width: int, device: torch.device) -> Draws:
+        """Per-sample parameters, each drawn as its torchvision transform draws its one."""
+        aug = self.augmentation
+        angle = torch.empty(n, device=device).uniform_(-aug.rotation_degrees, aug.rotation_degrees)
+        limits = (aug.translate * width, aug.translate * height)
+        shifts = [torch.empty(n, device=device).uniform_(-limit, limit) for limit in limits]
+        translate = torch.stack(shifts, 1).round_()
+        crop = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), device=device)
+        flip = torch.rand(n, device=device) < 0.5
+        return Draws(angle, translate, crop, flip & aug.horizontal_flip)
+
+    def warp(self, images: Tensor, draws: Draws) -> Tensor:
+        """Every image moved by its own draws, in one ``grid_sample`` (nearest, zero fill).
+
+        Pixel coordinates are centred, as in torchvision: output pixel q reads the crop at
+        u = flip(q) - shift and the affine output at u, which reads the input at R^-1 (u - t).
+        """
+        height, width = images.shape[-2:]
+        # float32 at least: half-precision coordinates can't address every pixel of large images.
+        native = images.dtype in (torch.float32, torch.float64)
+        work = images if native else images.float()
+        dtype, device = work.dtype, work.device
+        radians = draws.angle.to(dtype).deg2rad()
+        cos, sin = radians.cos(), radians.sin()
+        sign = 1 - 2 * draws.flip.to(dtype)
+        shift = self.augmentation.crop_padding - draws.crop.to(dtype)
+        sx, sy = (shift + draws.translate.to(dtype)).unbind(1)
+        theta = torch.stack(
+            [
+                torch.stack([sign * cos, sin, -cos * sx - sin * sy], 1) / (width / 2),
+                torch.stack([-sign * sin, cos, sin * sx - cos * sy], 1) / (height / 2),
+            ],
+            1,
+        )
+        xs = torch.arange(width, dtype=dtype, device=device) - (width - 1) / 2
+        ys = torch.arange(height, dtype=dtype, device=device) - (height - 1) / 2
+        # Broadcast sums, not a (H*W, 3) @ (3, 2) matmul: that is slower than the sampling.
+        column = theta.transpose(1, 2)[:, :, None, None, :]
+        grid = column[:, 0] * xs[:, None] + (column[:, 1] * ys[:, None, None] + column[:, 2])
+        if self.augmentation.crop_padding and self.augmentation.affine:
+            # The crop's zero border must stay zero though the affine part could fill it.
+            inside_x = (sign[:, None] * xs - shift[:, :1]).abs() <= (width - 1) / 2
+            inside_y = (ys - shift[:, 1:]).abs() <= (height - 1) / 2
+            inside = inside_y[:, :, None, None] & inside_x[:, None, :, None]
+            grid = torch.where(inside, grid, -4.0)
+        out = F.grid_sample(work, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        return out if native else out.to(images.dtype)

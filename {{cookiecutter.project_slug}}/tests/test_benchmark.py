@@ -1,0 +1,87 @@
+"""The benchmark subcommand: three throughputs side by side, the bound named, figures saved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.benchmark import Figures, diagnose
+
+from .conftest import LOGGERS, NO_LOGGER, TRAINERS, run
+
+
+def figures(loader: float, model: float, train: float, **kwargs) -> Figures:
+    settings = {"device": "cuda:0", "precision": "32-true", "batch_size": 64, "num_workers": 2}
+    return Figures(**(settings | kwargs), loader=loader, model_step=model, train_step=train)
+
+
+def test_benchmark_measures_and_saves_the_three_throughputs(tmp_path: Path, capsys) -> None:
+    cli = run("benchmark", tmp_path, *NO_LOGGER, "--steps=4", "--warmup=2", "--windows=2")
+    (run_dir,) = tmp_path.glob("*-benchmark")
+    saved = json.loads((run_dir / "benchmark.json").read_text())
+    assert saved["device"] == "cpu" and saved["num_workers"] == 0  # auto on the CPU
+    for key in ("loader", "model_step", "train_step"):
+        assert saved[key] > 0, key
+    assert saved["bound"] and saved["advice"]
+    assert cli.trainer.global_step == 2 + 4 * 2  # warm-up and timed steps, no more
+    out = capsys.readouterr().out
+    assert "full training step (Trainer.fit)" in out and f"Bound by {saved['bound']}" in out
+
+
+@pytest.mark.parametrize(
+    ("rates", "bound", "advice"),
+    [
+        ((1000, 950, 900), "data loading", "--data.num_workers (now 2"),
+        ((5000, 1000, 600), "the training loop", "log_every_n_steps"),
+        ((5000, 1000, 950), "the model", "--trainer.precision bf16-mixed"),
+    ],
+)
+def test_diagnosis_names_the_bound_and_the_remedy(rates, bound: str, advice: str) -> None:
+    result = figures(*rates)
+    diagnose(result, cpus=16, channels_last=False, compiled=False)
+    assert result.bound.startswith(bound)
+    assert any(advice in tip for tip in result.advice), result.advice
+
+
+def test_model_bound_advice_skips_what_is_already_on() -> None:
+    result = figures(5000, 1000, 950, precision="bf16-mixed")
+    diagnose(result, cpus=16, channels_last=True, compiled=True)
+    switches = ("precision", "channels_last", "compile")
+    assert not any(switch in tip for switch in switches for tip in result.advice)
+
+
+class SyncGuard(L.Callback):
+    """Makes any host sync an error from the end of one quiet training step to the end of the
+    next: data transfer, on-device augmentation, forward, backward, clipping, optimizer step
+    and every callback. Steps that log (every ``log_every_n_steps``) may sync, and do."""
+
+    def __init__(self) -> None:
+        self.guarded = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        torch.cuda.set_sync_debug_mode(0)
+        done, every = trainer.global_step, trainer.log_every_n_steps  # steps finished
+        quiet = all((step + 1) % every for step in (done - 1, done))
+        if done >= 3 and quiet and batch_idx + 2 < trainer.num_training_batches:
+            torch.cuda.set_sync_debug_mode("error")
+            self.guarded += 1
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_steps_never_wait_for_the_gpu(tmp_path: Path) -> None:
+    """The shipped config on a GPU: only logging steps read values back from the device."""
+    cli = run(
+        "fit", tmp_path, f"--trainer={TRAINERS / 'gpu.yaml'}",
+        f"--trainer.logger={LOGGERS / 'csv.yaml'}", "--trainer.log_every_n_steps=5",
+        "--trainer.callbacks+=tests.test_benchmark.SyncGuard", "--trainer.limit_train_batches=40",
+        "--trainer.max_epochs=1", "--data.augment_on_device=true", "--model.channels_last=true",
+    )  # fmt: skip
+    guard = next(c for c in cli.trainer.callbacks if isinstance(c, SyncGuard))
+    assert guard.guarded >= 8
