@@ -39,6 +39,7 @@ SHARED = {
             "callbacks/__init__",
             "callbacks/gradient_monitor",
             "callbacks/prediction_writer",
+            "callbacks/progress_bar",
             "data/__init__",
             "data/base",
             "data/checks",

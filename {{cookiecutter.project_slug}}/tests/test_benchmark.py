@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import traceback
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -55,9 +58,9 @@ def test_model_bound_advice_skips_what_is_already_on() -> None:
 
 
 class SyncGuard(L.Callback):
-    """Makes any host sync an error from the end of one quiet training step to the end of the
-    next: data transfer, on-device augmentation, forward, backward, clipping, optimizer step
-    and every callback. Steps that log (every ``log_every_n_steps``) may sync, and do."""
+    """Turns on CUDA's sync warnings from the end of one quiet training step to the end of
+    the next: data transfer, on-device augmentation, forward, backward, clipping, optimizer
+    step and every callback. Steps that log (every ``log_every_n_steps``) may sync, and do."""
 
     def __init__(self) -> None:
         self.guarded = 0
@@ -67,21 +70,43 @@ class SyncGuard(L.Callback):
         done, every = trainer.global_step, trainer.log_every_n_steps  # steps finished
         quiet = all((step + 1) % every for step in (done - 1, done))
         if done >= 3 and quiet and batch_idx + 2 < trainer.num_training_batches:
-            torch.cuda.set_sync_debug_mode("error")
+            torch.cuda.set_sync_debug_mode("warn")
             self.guarded += 1
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         torch.cuda.set_sync_debug_mode(0)
 
 
+@contextmanager
+def syncs_recorded(syncs: list[str]):
+    """The Python stack of each sync warning (the warning itself names only one frame)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+
+        def record(message, *args, **kwargs) -> None:
+            if "synchroniz" in str(message):
+                syncs.append("".join(traceback.format_stack(limit=12)[:-1]))
+
+        warnings.showwarning = record
+        try:
+            yield syncs
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_steps_never_wait_for_the_gpu(tmp_path: Path) -> None:
     """The shipped config on a GPU: only logging steps read values back from the device."""
-    cli = run(
-        "fit", tmp_path, f"--trainer={TRAINERS / 'gpu.yaml'}",
-        f"--trainer.logger={LOGGERS / 'csv.yaml'}", "--trainer.log_every_n_steps=5",
-        "--trainer.callbacks+=tests.test_benchmark.SyncGuard", "--trainer.limit_train_batches=40",
-        "--trainer.max_epochs=1", "--data.augment_on_device=true", "--model.channels_last=true",
-    )  # fmt: skip
+    with syncs_recorded([]) as syncs:
+        cli = run(
+            "fit", tmp_path, f"--trainer={TRAINERS / 'gpu.yaml'}", "--trainer.max_epochs=1",
+            f"--trainer.logger={LOGGERS / 'csv.yaml'}", "--trainer.log_every_n_steps=5",
+            "--trainer.enable_progress_bar=true", "--trainer.limit_train_batches=40",
+            "--data.augment_on_device=true", "--model.channels_last=true",
+            "--model.optimizer.init_args.fused=true", "--data.batch_size=32",
+            "--trainer.callbacks+=tests.test_benchmark.SyncGuard",
+        )  # fmt: skip
     guard = next(c for c in cli.trainer.callbacks if isinstance(c, SyncGuard))
-    assert guard.guarded >= 8
+    assert guard.guarded >= 15
+    sources = sorted({stack.split("\n  File ")[-1] for stack in syncs})  # the innermost frame
+    assert not syncs, f"{len(syncs)} syncs, from:\n" + "\n".join(sources) + "\n" + syncs[0]

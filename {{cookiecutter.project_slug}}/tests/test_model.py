@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from {{ cookiecutter.package_name }}.schedulers import OneCycle, Plateau, WarmupCosine
+from {{ cookiecutter.package_name }}.system import cross_entropy
 
 from .conftest import LOGGERS, NO_LOGGER, logged, run
 
@@ -97,3 +99,28 @@ def test_compiled_network_trains_and_keeps_plain_checkpoint_names(tmp_path) -> N
     assert cli.trainer.global_step == 4
     checkpoint = torch.load(cli.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
+
+
+def test_fused_optimizer_clips_under_bf16(tmp_path) -> None:
+    """Lightning alone refuses to clip for fused optimizers under mixed precision."""
+    cli = run(
+        "fit", tmp_path, *NO_LOGGER, "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1",
+        "--model.optimizer.init_args.fused=true", "--trainer.gradient_clip_val=1e-6",
+    )  # fmt: skip
+    optimizer = cli.trainer.optimizers[0]
+    assert optimizer.defaults["fused"] and cli.trainer.global_step == 4
+    for parameter in cli.model.parameters():
+        parameter.grad = torch.full_like(parameter, 100.0)
+    cli.model.configure_gradient_clipping(optimizer, 1e-6, "norm")
+    norms = [p.grad.norm() for p in cli.model.parameters()]
+    assert float(torch.stack(norms).norm()) == pytest.approx(1e-6, rel=0.01)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_loss_equals_torch_cross_entropy_with_weights_and_smoothing(smoothing: float) -> None:
+    torch.manual_seed(0)
+    logits, target, weight = torch.randn(64, 5), torch.randint(0, 5, (64,)), torch.rand(5) + 0.5
+    expected = torch.nn.functional.cross_entropy(
+        logits, target, weight=weight, label_smoothing=smoothing
+    )
+    torch.testing.assert_close(cross_entropy(logits, target, weight, smoothing), expected)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -21,6 +22,21 @@ from .preprocessing import Standardize
 from .schedulers import OneCycle, ScheduleFactory
 
 NetworkFactory = Callable[[Sequence[int], int], nn.Module]
+
+
+def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor, smoothing: float) -> Tensor:
+    """``F.cross_entropy(logits, target, weight, label_smoothing=smoothing)``, same value.
+
+    With both class weights and label smoothing, torch normalises the smoothing term through
+    ``masked_select``, whose output size the CPU must read from the GPU at every step; this
+    normalises by the same sum, ``weight[target].sum()``, without leaving the device.
+    """
+    if smoothing == 0:
+        return F.cross_entropy(logits, target, weight=weight)
+    log_p = F.log_softmax(logits, dim=1)
+    nll = F.nll_loss(log_p, target, weight=weight)
+    smooth = -(log_p * weight).sum() / weight[target].sum()
+    return (1 - smoothing) * nll + smoothing / logits.shape[1] * smooth
 
 
 class Classifier(L.LightningModule):
@@ -101,16 +117,23 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         metrics.update(logits, y)
-        loss = F.cross_entropy(
-            logits, y, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
-        )
+        loss = cross_entropy(logits, y, self.class_weights, self.hparams.label_smoothing)
         return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._step(batch, self.train_metrics)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        # Each self.log call costs host time that the GPU would wait for; the logger records
+        # training values every log_every_n_steps only, so they are logged only then. Not
+        # prog_bar either: see callbacks.ProgressBar.
+        every = self.trainer.log_every_n_steps
+        if every and (self.global_step + 1) % every == 0:
+            self.log("train/loss", loss)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Updated every step on the device, computed (and synced across DDP ranks) once here.
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         # sync_dist: all DDP ranks must see one monitored value (checkpoint names, early stop).
@@ -132,6 +155,23 @@ class Classifier(L.LightningModule):
     def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self(x).softmax(dim=-1)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip fused optimizers too under bf16 (``optimizer.init_args.fused: true``).
+
+        Lightning refuses to clip for any optimizer that unscales gradients itself once mixed
+        precision is on; only fp16's loss scaling needs that refusal, bf16 has no scaler.
+        """
+        bf16 = str(self.trainer.precision).startswith("bf16")
+        if gradient_clip_val and bf16 and gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters(), lr=self.lr)

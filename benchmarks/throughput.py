@@ -1,0 +1,271 @@
+"""Training throughput of a generated project on one GPU, against a hand-written loop and the
+model alone, side by side in one process (see README.md beside this file).
+
+    A   the project's ``fit`` through its own CLI: shipped config and callbacks, CSV logger,
+        progress bar, best loader/augmentation switches (uint8 batches, on-device crop+flip)
+    B   the fastest plain PyTorch loop for the same model, data, augmentation and precision:
+        data resident on the GPU, no framework
+    C   the model alone stepping on one batch already on the GPU (channels_last, bf16)
+
+Usage: ``python benchmarks/throughput.py --project build/bench/bench-resnet`` (a bake with
+``network=resnet18``). Prints a table and writes ``throughput.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import importlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+WINDOW = 40  # steps per timing window
+SKIP = 10  # steps of each epoch left out of the timing (loader restart, epoch-end work)
+
+
+def sync() -> None:
+    """Wait for the GPU (a no-op on the CPU, where the script can be smoke-tested)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class WindowTimer(L.Callback):
+    """Samples/s over windows of ``WINDOW`` training steps inside an epoch, synchronising the
+    GPU only at the window edges; epoch boundaries and validation fall between windows."""
+
+    def __init__(self, epochs_skipped: int = 1, profile: str | None = None) -> None:
+        self.epochs_skipped = epochs_skipped
+        self.rates: list[float] = []
+        self.started: float | None = None
+        # --profile: where the host's time goes inside the timed windows (cProfile)
+        self.profile = profile
+        self.profiler = cProfile.Profile() if profile else None  # "" or None: off
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        fits = batch_idx + WINDOW <= trainer.num_training_batches
+        begins = batch_idx >= SKIP and (batch_idx - SKIP) % WINDOW == 0
+        if trainer.current_epoch >= self.epochs_skipped and begins and fits:
+            sync()
+            self.started, self.samples = time.perf_counter(), 0
+            if self.profiler is not None:
+                self.profiler.enable()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.started is None:
+            return
+        self.samples += len(batch[1])
+        if (batch_idx - SKIP + 1) % WINDOW == 0:
+            sync()
+            self.rates.append(self.samples / (time.perf_counter() - self.started))
+            self.started = None
+            if self.profiler is not None:
+                self.profiler.disable()
+                self.profiler.dump_stats(self.profile)
+
+
+def synthetic_module(package: str):
+    """The project's image data module, reading random uint8 images from memory."""
+    image = importlib.import_module(f"{package}.data.image")
+    base = importlib.import_module(f"{package}.data.base")
+    dataset_class = image.ImageTensorDataset
+
+    class SyntheticImages(image.ImageDataModule):
+        def __init__(self, samples: int = 50_000, **kwargs) -> None:
+            super().__init__(profile=False, **kwargs)
+            self.samples = samples
+
+        def prepare(self):
+            images, labels = synthetic(self.samples)
+            held_out = 1024  # val + test: not timed, kept small
+            splits = ["train"] * (self.samples - held_out) + ["val", "test"] * (held_out // 2)
+            rows = {s: np.flatnonzero(np.array(splits) == s) for s in ("train", "val", "test")}
+            transforms = {"train": self.train_transform}
+            datasets = {
+                s: dataset_class(images, labels[r], transforms.get(s), rows=r)
+                for s, r in rows.items()
+            }
+            names = [str(c) for c in range(10)]
+            state = {"class_names": names, "input_shape": [3, 32, 32]}
+            state |= {"image_size": [32, 32], "channels": 3}
+            ids = [str(i) for i in range(self.samples)]
+            label_names = [names[c] for c in labels.tolist()]
+            return base.Prepared(
+                datasets, labels[rows["train"]].numpy(), ids, label_names, splits,
+                "synthetic", [], state,
+            )  # fmt: skip
+
+    return SyntheticImages
+
+
+def synthetic(samples: int) -> tuple[np.ndarray, torch.Tensor]:
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (samples, 3, 32, 32), dtype=np.uint8)
+    return images, torch.from_numpy(generator.integers(0, 10, samples))
+
+
+def run_project(
+    package: str, project: Path, out: Path, *extra: str, profile: Path | None = None
+) -> dict:
+    """A: the project's own ``fit`` command, with a timer added to its callbacks."""
+    cli_main = importlib.import_module(f"{package}.cli").cli_main
+    module = __name__
+    profiled = {"profile": str(profile or "")}
+    timer_spec = {"class_path": f"{module}.WindowTimer", "init_args": profiled}
+    args = [
+        "fit",
+        f"--config={project / 'configs/default.yaml'}",
+        f"--trainer={project / 'configs/trainer/gpu.yaml'}",
+        f"--trainer.logger={project / 'configs/logger/csv.yaml'}",
+        f"--run.root={out / 'runs'}",
+        f"--data={module}.SyntheticImages",
+        "--data.batch_size=512",
+        "--data.augment_on_device=true",
+        "--data.crop_padding=4",
+        "--data.horizontal_flip=true",
+        "--data.rotation_degrees=0",
+        "--data.translate=0",
+        "--model.channels_last=true",
+        "--model.optimizer.init_args.fused=true",
+        "--trainer.deterministic=false",
+        "--trainer.benchmark=true",
+        "--trainer.max_epochs=4",
+        "--trainer.check_val_every_n_epoch=2",
+        "--trainer.limit_test_batches=1",
+        "--trainer.callbacks+=" + json.dumps(timer_spec),
+        *extra,
+    ]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    cli = cli_main(args)
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, WindowTimer))
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    return {"rates": timer.rates, "peak_mb": peak}
+
+
+PARTS = frozenset({"gather", "augment", "clip", "schedule"})  # B's work beyond C's
+
+
+def run_plain(package: str, steps: int, batch: int, parts: frozenset[str] = PARTS) -> dict:
+    """B (every part) and C (no part): the project's network and augmentation, no framework
+    around them. Other subsets show where B's time beyond C's goes."""
+    resnet = importlib.import_module(f"{package}.networks.resnet")
+    augment = importlib.import_module(f"{package}.data.augment")
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda")
+    model = resnet.ResNet([3, 32, 32], 10, small_input=True).to(device)
+    model.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, fused=True)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps + 10)
+    images, labels = synthetic(50_000)
+    images, labels = torch.from_numpy(images).to(device), labels.to(device)
+    mean = images[:4096].float().mean(dim=(0, 2, 3), keepdim=True) / 255
+    std = images[:4096].float().std(dim=(0, 2, 3), keepdim=True) / 255
+    jitter = augment.BatchAugment(augment.Augmentation(crop_padding=4, horizontal_flip=True))
+    order = torch.randperm(len(labels), device=device)
+
+    def standardize(x: torch.Tensor) -> torch.Tensor:
+        return ((x.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    fixed = images[:batch], labels[:batch]
+    resident = standardize(fixed[0])
+
+    def step(i: int) -> None:
+        if "gather" in parts:
+            index = order[(i * batch) % (len(order) - batch) :][:batch]
+            x, y = images[index], labels[index]
+        else:
+            x, y = fixed
+        if "augment" in parts:
+            x = jitter(x)
+        x = standardize(x) if parts else resident
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y, label_smoothing=0.05)
+        loss.backward()
+        if "clip" in parts:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if "schedule" in parts:
+            schedule.step()
+
+    torch.cuda.reset_peak_memory_stats()
+    rates = []
+    for i in range(steps):
+        if i >= SKIP and (i - SKIP) % WINDOW == 0:
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+        step(i)
+        if i >= SKIP and (i - SKIP + 1) % WINDOW == 0:
+            torch.cuda.synchronize()
+            rates.append(WINDOW * batch / (time.perf_counter() - started))
+    return {"rates": rates, "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=Path, required=True, help="a baked resnet18 project")
+    parser.add_argument("--out", type=Path, default=Path("build/throughput"))
+    parser.add_argument("--only", nargs="*", help="runs to do (default: all)")
+    options = parser.parse_args()
+    project = options.project.resolve()
+    sys.path.insert(0, str(project / "src"))
+    package = next(p.name for p in (project / "src").iterdir() if (p / "cli.py").is_file())
+    globals()["SyntheticImages"] = synthetic_module(package)  # named by --data=__main__....
+    options.out.mkdir(parents=True, exist_ok=True)
+    steps = SKIP + 6 * WINDOW
+    runs = {
+        "C": lambda: run_plain(package, steps, 512, frozenset()),
+        "B": lambda: run_plain(package, steps, 512),
+        **{
+            f"B-{part}": lambda part=part: run_plain(package, steps, 512, PARTS - {part})
+            for part in sorted(PARTS)
+        },
+        "A": lambda: run_project(package, project, options.out),
+        "A_compile": lambda: run_project(package, project, options.out, "--model.compile=true"),
+        "A_cpu_augment": lambda: run_project(
+            package, project, options.out, "--data.augment_on_device=false"
+        ),
+        "A_workers0": lambda: run_project(package, project, options.out, "--data.num_workers=0"),
+        "A_profiled": lambda: run_project(
+            package, project, options.out, profile=options.out / "A.prof"
+        ),
+        "A_log50": lambda: run_project(
+            package, project, options.out, "--trainer.log_every_n_steps=50"
+        ),
+    }
+    results = {}
+    for name, measure in runs.items():
+        if options.only and name not in options.only:
+            continue
+        results[name] = measure()
+        results[name]["median"] = statistics.median(results[name]["rates"])
+        print(f"{name}: {results[name]['median']:,.0f} img/s", flush=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+    results["device"] = torch.cuda.get_device_name()
+    results["torch"], results["lightning"] = torch.__version__, L.__version__
+    (options.out / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{results['device']}, torch {torch.__version__}, lightning {L.__version__}")
+    print(f"{'run':<14}{'img/s (median)':>16}{'windows':>9}{'peak MB':>10}{'/ B':>7}{'/ C':>7}")
+    for name, result in results.items():
+        if not isinstance(result, dict):
+            continue
+        ratio = {r: result["median"] / results[r]["median"] for r in "BC" if r in results}
+        print(
+            f"{name:<14}{result['median']:>16,.0f}{len(result['rates']):>9}"
+            f"{result['peak_mb']:>10,.0f}{ratio.get('B', 0):>7.3f}{ratio.get('C', 0):>7.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
