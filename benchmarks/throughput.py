@@ -7,8 +7,15 @@ model alone, side by side in one process (see README.md beside this file).
         data resident on the GPU, no framework
     C   the model alone stepping on one batch already on the GPU (channels_last, bf16)
 
-Usage: ``python benchmarks/throughput.py --project build/bench/bench-resnet`` (a bake with
-``network=resnet18``). Prints a table and writes ``throughput.json`` to ``--out``.
+Variants: ``B-<part>`` is B without one part of its work beyond C's (where B's time goes);
+``A_compile`` / ``A_compile_ro`` and ``B_compile_ro`` compile the network (default mode, or
+"reduce-overhead": CUDA graphs); ``A_cpu_augment`` augments per sample in loader workers;
+``A_workers0`` loads in the main process; ``A_log50`` logs every 50 steps; ``A_bare`` has no
+callback, logger or progress bar (Lightning's own loop); ``A_profiled`` writes a cProfile of
+the timed windows to ``A.prof``.
+
+Usage: ``python benchmarks/throughput.py --project build/bench/bench [--only A B C]`` (a bake
+with ``network=resnet18``). Prints a table and writes ``throughput.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -140,8 +147,8 @@ def run_project(
         "--trainer.max_epochs=4",
         "--trainer.check_val_every_n_epoch=2",
         "--trainer.limit_test_batches=1",
-        "--trainer.callbacks+=" + json.dumps(timer_spec),
         *extra,
+        "--trainer.callbacks+=" + json.dumps(timer_spec),
     ]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -151,10 +158,19 @@ def run_project(
     return {"rates": timer.rates, "peak_mb": peak}
 
 
+# Lightning's own loop: no callback, logger, progress bar or checkpointing.
+BARE = [
+    "--trainer.callbacks=[]",
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_checkpointing=false",
+]
 PARTS = frozenset({"gather", "augment", "clip", "schedule"})  # B's work beyond C's
 
 
-def run_plain(package: str, steps: int, batch: int, parts: frozenset[str] = PARTS) -> dict:
+def run_plain(
+    package: str, steps: int, batch: int, parts: frozenset[str] = PARTS, compile_mode: str = ""
+) -> dict:
     """B (every part) and C (no part): the project's network and augmentation, no framework
     around them. Other subsets show where B's time beyond C's goes."""
     resnet = importlib.import_module(f"{package}.networks.resnet")
@@ -164,6 +180,8 @@ def run_plain(package: str, steps: int, batch: int, parts: frozenset[str] = PART
     device = torch.device("cuda")
     model = resnet.ResNet([3, 32, 32], 10, small_input=True).to(device)
     model.to(memory_format=torch.channels_last).train()
+    if compile_mode:
+        model.compile(mode=compile_mode)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, fused=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps + 10)
     images, labels = synthetic(50_000)
@@ -232,6 +250,10 @@ def main() -> None:
         },
         "A": lambda: run_project(package, project, options.out),
         "A_compile": lambda: run_project(package, project, options.out, "--model.compile=true"),
+        "B_compile_ro": lambda: run_plain(package, steps, 512, compile_mode="reduce-overhead"),
+        "A_compile_ro": lambda: run_project(
+            package, project, options.out, "--model.compile=reduce-overhead"
+        ),
         "A_cpu_augment": lambda: run_project(
             package, project, options.out, "--data.augment_on_device=false"
         ),
@@ -239,6 +261,7 @@ def main() -> None:
         "A_profiled": lambda: run_project(
             package, project, options.out, profile=options.out / "A.prof"
         ),
+        "A_bare": lambda: run_project(package, project, options.out, *BARE),
         "A_log50": lambda: run_project(
             package, project, options.out, "--trainer.log_every_n_steps=50"
         ),

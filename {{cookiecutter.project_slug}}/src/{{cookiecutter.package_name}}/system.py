@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import lightning as L
 import torch
@@ -22,6 +23,7 @@ from .preprocessing import Standardize
 from .schedulers import OneCycle, ScheduleFactory
 
 NetworkFactory = Callable[[Sequence[int], int], nn.Module]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor, smoothing: float) -> Tensor:
@@ -57,7 +59,7 @@ class Classifier(L.LightningModule):
         lr_scheduler: ScheduleFactory | None = OneCycle,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
     ) -> None:
         """
         Args:
@@ -71,7 +73,9 @@ class Classifier(L.LightningModule):
             label_smoothing: Cross-entropy label smoothing, 0 to disable.
             channels_last: Keep images and convolution weights in NHWC layout, which the GPU's
                 tensor cores run fastest (mixed precision on Volta or newer).
-            compile: Compile the network with ``torch.compile`` (first steps are slower).
+            compile: Compile the network with ``torch.compile`` (the first steps are slower);
+                a mode name instead of true picks the mode: "reduce-overhead" replays CUDA
+                graphs, for GPUs that finish a step before Python has launched the next.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -84,8 +88,8 @@ class Classifier(L.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
-        if compile:
-            self.network.compile()  # in place: parameter names and checkpoints stay the same
+        if compile:  # in place: parameter names and checkpoints stay the same
+            self.network.compile(mode=None if compile is True else compile)
         # No metric may read values back from the GPU during a training step (that stalls it):
         # validate_args=False skips checks the loss makes anyway, and per-class metrics, whose
         # torch.bincount reads its input's maximum, are computed in evaluation only.

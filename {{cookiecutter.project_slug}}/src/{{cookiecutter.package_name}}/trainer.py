@@ -80,10 +80,11 @@ class Trainer(L.Trainer):
         device = self.strategy.root_device
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else lambda: None
         datamodule.trainer = self  # the loader settings follow this machine and trainer
-        batches = bench.endless(datamodule.train_dataloader)
+        loader = datamodule.train_dataloader()  # one loader: its workers persist, as in fit
+        batches = bench.endless(lambda: iter(loader))
         for _ in range(warmup):
             next(batches)
-        loader = bench.timed(lambda: len(next(batches)[1]), sync, steps, windows)
+        loader_rate = bench.timed(lambda: len(next(batches)[1]), sync, steps, windows)
 
         model.to(device).train()
         step = bench.model_step(model, move_data_to_device(next(batches), device), self)
@@ -104,7 +105,7 @@ class Trainer(L.Trainer):
         settings = datamodule.loader_settings
         figures = bench.Figures(
             str(device), str(self.precision), settings.batch_size, settings.num_workers,
-            loader, model_rate, timer.rate,
+            loader_rate, model_rate, timer.rate,
             torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         )  # fmt: skip
         compiled = getattr(model, "hparams", {}).get("compile", False)
