@@ -101,6 +101,7 @@ def test_default_training_reaches_its_accuracy(installed: Path, tmp_path: Path) 
     accuracy = json.loads((run_dir / "test_metrics.json").read_text())["test/acc"]
     print(f"{variant}: test/acc {accuracy:.4f} in {seconds:.0f} s")
     assert accuracy >= MIN_TEST_ACCURACY[variant]
+    assert "GradientMonitor:" not in result.stderr  # a healthy full run raises no alert
     assert f"Run directory: {run_dir}" in result.stdout
     assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
     assert list(run_dir.glob(LOGGER_FILES["wandb"]))  # the default logger went offline by itself

@@ -9,12 +9,13 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from {{ cookiecutter.package_name }}.callbacks import GradientMonitor
+from {{ cookiecutter.package_name }}.callbacks.gradient_trends import GradientTrends
 
-from .conftest import NO_LOGGER, default_config, logged, run
+from .conftest import LOGGERS, NO_LOGGER, default_config, logged, run
 
 
 class Poisoned(L.LightningModule):
@@ -39,9 +40,10 @@ class Poisoned(L.LightningModule):
 
 
 def tiny_trainer(**kwargs) -> L.Trainer:
+    options = {"enable_checkpointing": False} | kwargs
     return L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, **kwargs,
+        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, **options,
     )  # fmt: skip
 
 
@@ -65,6 +67,19 @@ def test_nan_is_caught_within_the_check_interval() -> None:
     with pytest.raises(FloatingPointError, match=r"'head.weight' at step 2 \(noticed at step 3\)"):
         trainer.fit(Poisoned(bad_step=2), loader)
     assert trainer.global_step == 3  # stopped at the first check after the fault
+
+
+def test_the_last_checkpoint_before_a_nan_stays_loadable(tmp_path) -> None:
+    loader = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
+    every_2 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_last=True)
+    callbacks = [GradientMonitor(every_n_steps=50), every_2]
+    trainer = tiny_trainer(callbacks=callbacks, enable_checkpointing=True)
+    with pytest.raises(FloatingPointError, match=r"'head.weight' at step 5"):
+        trainer.fit(Poisoned(bad_step=5), loader)  # the step-6 checkpoint would hold NaNs
+    state = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 4
+    assert all(torch.isfinite(w).all() for w in state["state_dict"].values())
+    Poisoned(bad_step=-1).load_state_dict(state["state_dict"])
 
 
 @contextmanager
@@ -105,9 +120,10 @@ def test_steps_between_checks_read_nothing_back_from_the_device() -> None:
     loader = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
     monitor = Watched(every_n_steps=4)
     tiny_trainer(callbacks=[monitor]).fit(Poisoned(bad_step=-1), loader)
-    quiet = {step: reads for step, reads in monitor.reads.items() if (step + 1) % 4}
+    # Step 0 reads once: the first norms are the baseline of the exploding/vanishing checks.
+    quiet = {step: reads for step, reads in monitor.reads.items() if (step + 1) % 4 and step}
     checks = {step: reads for step, reads in monitor.reads.items() if not (step + 1) % 4}
-    assert len(quiet) == 6 and not any(quiet.values()), quiet
+    assert len(quiet) == 5 and not any(quiet.values()), quiet
     assert len(checks) == 2 and all(checks.values())  # the check itself does read: one sync
 
 
@@ -129,3 +145,84 @@ def test_early_stopping_stops_a_run_that_does_not_improve(tmp_path) -> None:
     stopped = next(c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping))
     assert stopped.stopped_epoch == 2
     assert cli.trainer.current_epoch < 30
+
+
+def trends_over(sequences: dict[str, list[float]], **options) -> list[str]:
+    trends, alerts = GradientTrends(**options), []
+    for step, norms in enumerate(zip(*sequences.values(), strict=True)):
+        alerts += trends.update(step, list(sequences), list(norms))
+    return alerts
+
+
+def test_a_converging_run_with_noisy_steps_raises_no_alert() -> None:
+    falling = [1.0 / (1 + step) for step in range(200)]  # 200x down, like a converging run
+    noisy = [1e-6 if step % 7 == 0 else 0.5 for step in range(1, 201)]  # single-step dips
+    assert trends_over({"conv.weight": falling, "head.bias": [0.5, *noisy[1:]]}) == []
+
+
+def test_exploding_and_vanishing_layers_are_named_once() -> None:
+    steps = 12
+    alerts = trends_over(
+        {
+            "head.weight": [1.0] * steps,
+            "body.weight": [1.0, 10.0, 100.0] + [1000.0] * (steps - 3),
+            "stem.weight": [1.0] + [1e-5] * (steps - 1),
+        }
+    )
+    assert len(alerts) == 2, alerts
+    assert alerts[0].startswith("GradientMonitor: vanishing gradient in 'stem.weight' at step 3")
+    assert "exploding gradient in 'body.weight' at step 5: norm 1e+03 is 1e+03x" in alerts[1]
+
+
+class SigmoidStack(L.LightningModule):
+    """Twelve sigmoid layers: the classic network whose first layers stop learning."""
+
+    def __init__(self, depth: int = 12, width: int = 16) -> None:
+        super().__init__()
+        layers = [(torch.nn.Linear(width, width), torch.nn.Sigmoid()) for _ in range(depth)]
+        self.layers = torch.nn.Sequential(*sum(layers, ()), torch.nn.Linear(width, 1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layers(x).squeeze(1), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_deep_sigmoid_stack_trips_the_vanishing_check() -> None:
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(64, 16), torch.randn(64)), batch_size=8)
+    monitor = GradientMonitor(every_n_steps=1)
+    with pytest.warns(UserWarning, match="vanishing gradient in 'layers.0.weight'"):
+        tiny_trainer(callbacks=[monitor]).fit(SigmoidStack(), loader)
+    assert not any("exploding" in alert for alert in monitor.alerts)
+
+
+def test_a_learning_rate_of_1e3_trips_the_exploding_check_or_the_stop(tmp_path) -> None:
+    args = ["--model.lr=1000", "--model.lr_scheduler=null", "--trainer.max_epochs=3"]
+    try:
+        cli = run("fit", tmp_path, *NO_LOGGER, *args, "--trainer.gradient_clip_val=null")
+    except FloatingPointError as stop:
+        assert "Non-finite gradient" in str(stop)
+        return
+    monitor = next(c for c in cli.trainer.callbacks if isinstance(c, GradientMonitor))
+    assert any("exploding gradient" in alert for alert in monitor.alerts), monitor.alerts
+
+
+def test_histograms_reach_tensorboard(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = default_config()
+    callbacks = config["trainer"]["callbacks"]
+    monitor = next(c for c in callbacks if c["class_path"].endswith("GradientMonitor"))
+    monitor["init_args"] = {"histogram_every_n_steps": 2}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = run("fit", tmp_path, f"--trainer.logger={LOGGERS / 'tensorboard.yaml'}", config=path)
+    events = EventAccumulator(str(cli.run_dir / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = events.Tags()["histograms"]
+    layer = next(name for name, _ in cli.model.named_parameters())
+    assert f"weights/{layer}" in tags and f"gradients/{layer}" in tags
+    assert len(events.Histograms(f"weights/{layer}")) == cli.trainer.global_step // 2

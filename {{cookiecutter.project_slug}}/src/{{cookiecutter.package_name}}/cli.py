@@ -17,7 +17,7 @@ from lightning.pytorch.cli import (
 )
 from lightning.pytorch.utilities import rank_zero_info
 
-from . import reports
+from . import evaluation, reports
 from .rundir import RUN_DIR_ENV, config_filename, place_callbacks, resolve_run_dir
 from .system import Classifier
 from .tracking import place_loggers
@@ -111,9 +111,19 @@ class ProjectCLI(LightningCLI):
         reports.save_metrics(metrics, self.run_dir / "test_metrics.json")
         matrix = getattr(self.model, "confusion_matrix", None)
         class_names = getattr(self.datamodule, "class_names", None)
-        if matrix is not None and class_names is not None:
+        if matrix is not None and class_names is None:
+            class_names = [str(i) for i in range(len(matrix))]
+        if matrix is not None:
             plot = self.run_dir / "plots" / "confusion_matrix.png"
             reports.save_confusion_matrix(matrix, class_names, plot)
+            rows = evaluation.per_class_table(matrix, class_names)
+            evaluation.save_per_class(rows, self.run_dir / "per_class_metrics.csv")
+            print(evaluation.format_per_class(rows))
+        bins = getattr(self.model, "calibration_bins", None)
+        if bins is not None:
+            figure = evaluation.reliability_figure(bins, metrics["test/ece"])
+            plot = self.run_dir / "plots" / "reliability.png"
+            reports.publish_figure(figure, plot, self.trainer.loggers)
         print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
         print(reports.describe_run(self.run_dir))
 

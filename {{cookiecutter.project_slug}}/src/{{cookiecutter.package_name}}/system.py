@@ -19,6 +19,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from .evaluation import CalibrationBins, expected_calibration_error
 from .preprocessing import Standardize
 from .schedulers import OneCycle, ScheduleFactory
 
@@ -100,6 +101,7 @@ class Classifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.test_calibration = CalibrationBins(n_bins=15)
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -150,11 +152,15 @@ class Classifier(L.LightningModule):
         self.log("test/loss", loss, sync_dist=True)
         self.log_dict(self.test_metrics)
         self.test_confusion.update(logits, batch[1])
+        self.test_calibration.update(logits, batch[1])
 
     def on_test_epoch_end(self) -> None:
         # compute() syncs across DDP ranks, so every rank calls it here; reports read the result.
         self.confusion_matrix = self.test_confusion.compute()
+        self.calibration_bins = self.test_calibration.compute()
+        self.log("test/ece", expected_calibration_error(self.calibration_bins))
         self.test_confusion.reset()
+        self.test_calibration.reset()
 
     def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

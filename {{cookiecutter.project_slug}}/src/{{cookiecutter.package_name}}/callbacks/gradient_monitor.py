@@ -1,11 +1,16 @@
-"""Gradient norms per layer, and a stop on the first non-finite gradient, without host syncs."""
+"""Gradient norms per layer, exploding/vanishing alerts, histograms, and a stop on the first
+non-finite gradient, without host syncs between checks."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
+
+from .gradient_trends import GradientTrends
 
 
 class GradientMonitor(L.Callback):
@@ -15,11 +20,17 @@ class GradientMonitor(L.Callback):
     CPU wait for the GPU at every step; this callback keeps the steady state free of such
     syncs. Every optimizer step it launches one fused norm over all gradients and records, on
     the device, the first step and the layers that went non-finite. It reads that record
-    (one sync) and logs the norms only every ``every_n_steps`` steps, before each validation
-    and at the end of training, so a run stops within ``every_n_steps`` steps of the fault,
-    before any checkpoint of the broken weights is written, naming the step and the layer.
+    (one sync) and logs the norms only every ``every_n_steps`` steps, before each validation,
+    before each checkpoint and at the end of training, so a run stops within
+    ``every_n_steps`` steps of the fault, before any checkpoint of the broken weights is
+    written, naming the step and the layer.
     The norms go to the loggers directly, in one copy from the device: through
     ``LightningModule.log`` each of the ~60 values would cost a millisecond of host time.
+
+    At each check the norms also go to :class:`GradientTrends`, which warns once per layer
+    about exploding or vanishing gradients relative to the run's first step. Weight and
+    gradient histograms go to TensorBoard or W&B every ``histogram_every_n_steps`` (a CSV
+    file can't show them).
 
     Norms are taken after gradient unscaling and before clipping. Under fp16 mixed precision
     the loss scaler skips steps with Inf gradients by design, so the stop is off there.
@@ -31,6 +42,11 @@ class GradientMonitor(L.Callback):
         per_layer: bool = True,
         stop_on_nonfinite: bool = True,
         every_n_steps: int | None = None,
+        explode_factor: float = 100.0,
+        vanish_factor: float = 1e-4,
+        depth_ratio: float = 1e-5,
+        patience: int = 3,
+        histogram_every_n_steps: int | None = 100,
     ) -> None:
         """
         Args:
@@ -39,11 +55,21 @@ class GradientMonitor(L.Callback):
             stop_on_nonfinite: Raise on a NaN/Inf gradient, naming the parameter and step.
             every_n_steps: Steps between logging and checking; None: the trainer's
                 ``log_every_n_steps``.
+            explode_factor: Exploding: a layer's norm above this multiple of its first-step norm.
+            vanish_factor: Vanishing: a layer's norm below this share of its first-step norm ...
+            depth_ratio: ... or below this share of the largest layer's norm.
+            patience: Checks in a row a condition must hold before the warning.
+            histogram_every_n_steps: Steps between weight/gradient histograms for TensorBoard
+                or W&B; None: none.
         """
         self.norm_type = norm_type
         self.per_layer = per_layer
         self.stop_on_nonfinite = stop_on_nonfinite
         self.every_n_steps = every_n_steps
+        self.trend_options = (explode_factor, vanish_factor, depth_ratio, patience)
+        self.trends = GradientTrends(*self.trend_options)
+        self.histogram_every_n_steps = histogram_every_n_steps
+        self.alerts: list[str] = []
         self._parameters: list[tuple[str, Tensor]] = []
         self._names: list[str] = []
         self._first_bad_step: Tensor | None = None  # -1 until a gradient goes non-finite
@@ -52,6 +78,8 @@ class GradientMonitor(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_bad_step = self._bad_layers = None
         self._parameters = list(pl_module.named_parameters())  # walking modules costs a ms
+        if self.trends.baseline_step is None:  # not when resuming: keep the first step's norms
+            self.trends = GradientTrends(*self.trend_options)
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
@@ -64,9 +92,19 @@ class GradientMonitor(L.Callback):
         if self.stop_on_nonfinite and trainer.precision != "16-mixed":
             self._record_nonfinite(norms, trainer.global_step)
         every = self.every_n_steps or trainer.log_every_n_steps
-        if every and (trainer.global_step + 1) % every == 0:
-            self._log(trainer, norms)
-            self.check(trainer)
+        due = bool(every) and (trainer.global_step + 1) % every == 0
+        if due or self.trends.baseline_step is None:
+            values = norms.tolist()  # one copy from the device
+            if due:
+                self._log(trainer, values)
+            for alert in self.trends.update(trainer.global_step, self._names, values):
+                rank_zero_warn(alert)
+                self.alerts.append(alert)
+            if due:
+                self.check(trainer)
+        histograms = self.histogram_every_n_steps
+        if histograms and (trainer.global_step + 1) % histograms == 0:
+            self._histograms(trainer)
 
     def _record_nonfinite(self, norms: Tensor, step: int) -> None:
         """Keep the first non-finite step and its layers, on the device (no sync)."""
@@ -78,13 +116,33 @@ class GradientMonitor(L.Callback):
         self._first_bad_step = torch.where(first, step, self._first_bad_step)
         self._bad_layers = torch.where(first, nonfinite, self._bad_layers)
 
-    def _log(self, trainer: L.Trainer, norms: Tensor) -> None:
-        total = torch.linalg.vector_norm(norms, self.norm_type)
-        values = torch.cat([total[None], norms]).tolist() if self.per_layer else [float(total)]
-        names = ["global", *self._names][: len(values)]
-        logged = {f"grad_norm/{name}": value for name, value in zip(names, values, strict=True)}
+    def _log(self, trainer: L.Trainer, norms: list[float]) -> None:
+        total = float(torch.linalg.vector_norm(torch.tensor(norms), self.norm_type))
+        logged = {"grad_norm/global": total}
+        if self.per_layer:
+            logged |= {f"grad_norm/{n}": v for n, v in zip(self._names, norms, strict=True)}
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=trainer.global_step)
+
+    def _histograms(self, trainer: L.Trainer) -> None:
+        """Weights and gradients of every layer, for the loggers that can show a histogram."""
+        shown = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger | WandbLogger)]
+        if not shown:
+            return
+        values = {}
+        for name, parameter in self._parameters:
+            values[f"weights/{name}"] = parameter.detach().float().cpu()
+            if parameter.grad is not None:
+                values[f"gradients/{name}"] = parameter.grad.detach().float().cpu()
+        for logger in shown:
+            if isinstance(logger, TensorBoardLogger):
+                for tag, tensor in values.items():
+                    logger.experiment.add_histogram(tag, tensor, trainer.global_step)
+            else:
+                import wandb  # only with W&B as the logger
+
+                histograms = {tag: wandb.Histogram(t.numpy()) for tag, t in values.items()}
+                logger.log_metrics(histograms, step=trainer.global_step)
 
     def check(self, trainer: L.Trainer) -> None:
         """Raise if a gradient went non-finite since training started (reads the device)."""
@@ -102,6 +160,11 @@ class GradientMonitor(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        self.check(trainer)  # raising here keeps broken weights out of every checkpoint file
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer)

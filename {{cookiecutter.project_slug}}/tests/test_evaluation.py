@@ -1,0 +1,115 @@
+"""Evaluation beyond accuracy: the per-class table, the ECE and the files a test run writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torchmetrics.classification import (
+    MulticlassCalibrationError,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from {{ cookiecutter.package_name }}.evaluation import (
+    PER_CLASS_COLUMNS,
+    CalibrationBins,
+    expected_calibration_error,
+    per_class_table,
+    reliability_figure,
+)
+
+# Rows are true classes, columns predicted ones; "c" is never predicted right.
+MATRIX = torch.tensor([[3, 1, 0], [0, 2, 2], [1, 0, 0]])
+
+
+def labels_of(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (prediction, target) pair per count of the matrix."""
+    classes = torch.arange(len(matrix))
+    preds = torch.cat([classes.repeat_interleave(row) for row in matrix])
+    return preds, classes.repeat_interleave(matrix.sum(dim=1))
+
+
+def test_per_class_table_of_a_hand_made_confusion_matrix() -> None:
+    rows = per_class_table(MATRIX, ["a", "b", "c"])
+    assert [row["class"] for row in rows] == ["a", "b", "c"]
+    assert [row["support"] for row in rows] == [4, 4, 1]
+    assert [row["precision"] for row in rows] == pytest.approx([3 / 4, 2 / 3, 0])
+    assert [row["recall"] for row in rows] == pytest.approx([3 / 4, 1 / 2, 0])
+    assert [row["f1"] for row in rows] == pytest.approx([3 / 4, 4 / 7, 0])
+
+
+def test_per_class_table_agrees_with_torchmetrics() -> None:
+    preds, target = labels_of(MATRIX)
+    rows = per_class_table(MATRIX, ["a", "b", "c"])
+    for key, metric in [
+        ("precision", MulticlassPrecision), ("recall", MulticlassRecall), ("f1", MulticlassF1Score)
+    ]:  # fmt: skip
+        expected = metric(3, average=None)(preds, target)
+        assert [row[key] for row in rows] == pytest.approx(expected.tolist())
+
+
+def calibrated_logits(confidence: float, correct: int, total: int) -> tuple[torch.Tensor, ...]:
+    """``total`` two-class predictions of class 0 at ``confidence``, ``correct`` of them right."""
+    logits = torch.tensor([confidence, 1 - confidence]).log().expand(total, 2)
+    target = torch.tensor([0] * correct + [1] * (total - correct))
+    return logits, target
+
+
+def ece_of(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+    """This project's ECE (batch by batch, as in ``test``) and torchmetrics' on the same data."""
+    bins, reference = CalibrationBins(n_bins=15), MulticlassCalibrationError(2, n_bins=15)
+    for logits, target in batches:
+        bins.update(logits, target)
+        reference.update(logits, target)
+    return float(expected_calibration_error(bins.compute())), float(reference.compute())
+
+
+def test_ece_of_calibrated_predictions_is_zero() -> None:
+    ours, theirs = ece_of([calibrated_logits(0.6, 6, 10), calibrated_logits(0.9, 9, 10)])
+    assert ours == pytest.approx(0, abs=1e-6)
+    assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def test_ece_of_over_confident_predictions_matches_torchmetrics() -> None:
+    ours, theirs = ece_of([calibrated_logits(0.95, 6, 10), calibrated_logits(0.8, 5, 10)])
+    assert ours == pytest.approx((0.35 + 0.3) / 2, abs=1e-5)
+    assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def test_ece_matches_torchmetrics_on_random_logits_with_certain_predictions() -> None:
+    """Confidence exactly 1 falls outside torchmetrics' last bin; the bins keep it apart too."""
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        logits = 3 * torch.randn(64, 2, generator=generator)
+        logits[:5] = torch.tensor([100.0, 0.0])
+        batches.append((logits, torch.randint(0, 2, (64,), generator=generator)))
+    ours, theirs = ece_of(batches)
+    assert ours == pytest.approx(theirs, abs=1e-6)
+
+
+def test_reliability_figure_shows_one_bar_per_filled_bin() -> None:
+    bins = CalibrationBins(n_bins=15)
+    bins.update(*calibrated_logits(0.95, 6, 10))
+    bins.update(torch.tensor([[100.0, 0.0]]), torch.tensor([0]))  # confidence 1: the last bar
+    figure = reliability_figure(bins.compute(), 0.3)
+    axes = figure.axes[0]
+    assert len(axes.patches) == 1
+    assert "0.3000" in axes.get_title()
+
+
+def test_a_test_run_writes_the_per_class_table_and_calibration(fitted) -> None:
+    run_dir = fitted.run_dir
+    with (run_dir / "per_class_metrics.csv").open() as file:
+        reader = csv.DictReader(file)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == PER_CLASS_COLUMNS
+    assert [row["class"] for row in rows] == list(fitted.datamodule.class_names)
+    assert sum(int(row["support"]) for row in rows) == int(fitted.model.confusion_matrix.sum())
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert 0 <= metrics["test/ece"] <= 1
+    assert (run_dir / "plots" / "reliability.png").stat().st_size > 0
