@@ -31,6 +31,7 @@ SHARED = {
             "cli",
             "evaluation",
             "preprocessing",
+            "provenance",
             "reports",
             "rundir",
             "schedulers",
@@ -42,6 +43,7 @@ SHARED = {
             "callbacks/gradient_trends",
             "callbacks/prediction_writer",
             "callbacks/progress_bar",
+            "callbacks/training_curves",
             "data/__init__",
             "data/base",
             "data/checks",
@@ -64,6 +66,7 @@ SHARED = {
             "test_evaluation",
             "test_model",
             "test_processes",
+            "test_provenance",
             "test_tracking",
         )
     ),

@@ -12,7 +12,7 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from {{ cookiecutter.package_name }}.callbacks import GradientMonitor
+from {{ cookiecutter.package_name }}.callbacks import GradientMonitor, TrainingCurves
 from {{ cookiecutter.package_name }}.callbacks.gradient_trends import GradientTrends
 
 from .conftest import LOGGERS, NO_LOGGER, default_config, logged, run
@@ -226,3 +226,11 @@ def test_histograms_reach_tensorboard(tmp_path) -> None:
     layer = next(name for name, _ in cli.model.named_parameters())
     assert f"weights/{layer}" in tags and f"gradients/{layer}" in tags
     assert len(events.Histograms(f"weights/{layer}")) == cli.trainer.global_step // 2
+
+
+def test_fit_plots_training_curves_per_epoch(fitted) -> None:
+    curves = next(c for c in fitted.trainer.callbacks if isinstance(c, TrainingCurves))
+    assert [row["epoch"] for row in curves.history] == [0.0, 1.0]
+    for row in curves.history:
+        assert {"val/loss", "val/acc", "train/acc", "lr"} <= set(row), row
+    assert (fitted.run_dir / "plots" / "curves.png").stat().st_size > 10_000

@@ -18,6 +18,7 @@ from lightning.pytorch.cli import (
 from lightning.pytorch.utilities import rank_zero_info
 
 from . import evaluation, reports
+from .provenance import save_provenance
 from .rundir import RUN_DIR_ENV, config_filename, place_callbacks, resolve_run_dir
 from .system import Classifier
 from .tracking import place_loggers
@@ -25,7 +26,8 @@ from .trainer import Trainer
 
 
 class RunConfigSaver(SaveConfigCallback):
-    """Saves the resolved config in the run directory and sends it to the loggers."""
+    """Saves the resolved config and its provenance (versions, git commit) in the run
+    directory, and sends the config to the loggers."""
 
     def __init__(self, parser, config, run_dir: Path, config_filename: str, **kwargs: Any) -> None:
         super().__init__(parser, config, config_filename, save_to_log_dir=False, **kwargs)
@@ -35,6 +37,9 @@ class RunConfigSaver(SaveConfigCallback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / self.config_filename
         self.parser.save(self.config, path, skip_none=False, multifile=self.multifile)
+        stem = Path(self.config_filename).stem.replace("config", "provenance", 1)
+        code = Path(__file__).resolve().parent
+        save_provenance(self.run_dir / f"{stem}.json", self.config.get("seed_everything"), code)
         resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams(resolved)
