@@ -19,8 +19,8 @@ from {{ cookiecutter.package_name }}.evaluation import (
     CalibrationBins,
     expected_calibration_error,
     per_class_table,
-    reliability_figure,
 )
+from {{ cookiecutter.package_name }}.reports import reliability_figure
 
 # Rows are true classes, columns predicted ones; "c" is never predicted right.
 MATRIX = torch.tensor([[3, 1, 0], [0, 2, 2], [1, 0, 0]])

@@ -126,7 +126,7 @@ class ProjectCLI(LightningCLI):
             print(evaluation.format_per_class(rows))
         bins = getattr(self.model, "calibration_bins", None)
         if bins is not None:
-            figure = evaluation.reliability_figure(bins, metrics["test/ece"])
+            figure = reports.reliability_figure(bins, metrics["test/ece"])
             plot = self.run_dir / "plots" / "reliability.png"
             reports.publish_figure(figure, plot, self.trainer.loggers)
         print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))

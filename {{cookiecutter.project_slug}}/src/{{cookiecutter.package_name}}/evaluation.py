@@ -1,7 +1,8 @@
 """Judging a model beyond accuracy: per-class precision and recall, and calibration.
 
-The functions here are pure (tensors in, rows, numbers or figures out); ``Classifier``
-accumulates what they need during ``test`` and ``ProjectCLI.after_test`` writes the results.
+The functions here are pure (tensors in, rows or numbers out); ``Classifier`` accumulates what
+they need during ``test``, ``ProjectCLI.after_test`` writes the results and
+``reports.reliability_figure`` draws them.
 """
 
 from __future__ import annotations
@@ -11,13 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -122,23 +117,3 @@ def expected_calibration_error(bins: ReliabilityBins) -> Tensor:
     accuracy, confidence = bin_means(bins)
     share = bins.count / bins.count.sum().clamp(min=1)
     return ((accuracy - confidence).abs() * share).sum()
-
-
-def reliability_figure(bins: ReliabilityBins, ece: float) -> Figure:
-    """Accuracy per confidence bin against the diagonal a calibrated model would follow."""
-    folded = ReliabilityBins(*(torch.cat([t[:-2], t[-2:].sum(0, keepdim=True)]) for t in bins))
-    accuracy, confidence = (t.detach().cpu().numpy() for t in bin_means(folded))
-    filled = folded.count.detach().cpu().numpy() > 0
-    n_bins = len(accuracy)
-    left = torch.arange(n_bins).numpy() / n_bins
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.bar(left[filled], accuracy[filled], width=1 / n_bins, align="edge", edgecolor="black",
-           color="tab:blue", label="accuracy")  # fmt: skip
-    ax.plot(left[filled] + 0.5 / n_bins, confidence[filled], "_", color="tab:red", ms=10, mew=2,
-            label="mean confidence")  # fmt: skip
-    ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
-    ax.set_title(f"Reliability (ECE {ece:.4f})")
-    ax.legend(loc="upper left", frameon=False)
-    fig.tight_layout()
-    return fig

@@ -16,9 +16,12 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from .evaluation import ReliabilityBins, bin_means
 
 
 def save_metrics(metrics: Mapping[str, float], path: Path) -> Path:
@@ -91,5 +94,25 @@ def class_balance(labels: Sequence[str], splits: Sequence[str]) -> Figure:
     ax.set(ylabel="samples")
     ax.set_title("Class balance", loc="left")
     ax.legend(ncols=len(parts), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(bins: ReliabilityBins, ece: float) -> Figure:
+    """Accuracy per confidence bin against the diagonal a calibrated model would follow."""
+    folded = ReliabilityBins(*(torch.cat([t[:-2], t[-2:].sum(0, keepdim=True)]) for t in bins))
+    accuracy, confidence = (t.detach().cpu().numpy() for t in bin_means(folded))
+    filled = folded.count.detach().cpu().numpy() > 0
+    n_bins = len(accuracy)
+    left = torch.arange(n_bins).numpy() / n_bins
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.bar(left[filled], accuracy[filled], width=1 / n_bins, align="edge", edgecolor="black",
+           color="tab:blue", label="accuracy")  # fmt: skip
+    ax.plot(left[filled] + 0.5 / n_bins, confidence[filled], "_", color="tab:red", ms=10, mew=2,
+            label="mean confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+    ax.set_title(f"Reliability (ECE {ece:.4f})")
+    ax.legend(loc="upper left", frameon=False)
     fig.tight_layout()
     return fig

@@ -67,7 +67,7 @@ class GradientMonitor(L.Callback):
         self.stop_on_nonfinite = stop_on_nonfinite
         self.every_n_steps = every_n_steps
         self.trend_options = (explode_factor, vanish_factor, depth_ratio, patience)
-        self.trends = GradientTrends(*self.trend_options)
+        self.trends = GradientTrends(*self.trend_options)  # renewed at each train start
         self.histogram_every_n_steps = histogram_every_n_steps
         self.alerts: list[str] = []
         self._parameters: list[tuple[str, Tensor]] = []
@@ -78,8 +78,7 @@ class GradientMonitor(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_bad_step = self._bad_layers = None
         self._parameters = list(pl_module.named_parameters())  # walking modules costs a ms
-        if self.trends.baseline_step is None:  # not when resuming: keep the first step's norms
-            self.trends = GradientTrends(*self.trend_options)
+        self.trends = GradientTrends(*self.trend_options)  # each fit judged by its own start
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer

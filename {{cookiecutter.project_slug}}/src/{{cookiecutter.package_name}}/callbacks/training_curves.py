@@ -22,11 +22,12 @@ class TrainingCurves(L.Callback):
     def __init__(self, filename: str = "plots/curves.png") -> None:
         self.filename = filename
         self.history: list[dict[str, float]] = []
-        self._learning_rates: list[float] = []
+        self._learning_rates: dict[int, float] = {}  # by epoch: a resumed fit starts late
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.optimizers:
-            self._learning_rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            self._learning_rates[trainer.current_epoch] = lr
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch > 0:
@@ -46,7 +47,7 @@ class TrainingCurves(L.Callback):
         for key, value in trainer.callback_metrics.items():
             if key.startswith(("train/", "val/")) and value.numel() == 1:
                 row[key] = float(value)
-        if epoch < len(self._learning_rates):
+        if epoch in self._learning_rates:
             row["lr"] = self._learning_rates[epoch]
         self.history.append(row)
 
