@@ -13,7 +13,7 @@ import yaml
 
 from {{ cookiecutter.package_name }}.cli import cli_main
 
-from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, run
+from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, logged, run
 
 CPU_TRAINERS = ["cpu.yaml"]
 GPU_TRAINERS = ["gpu.yaml", "ddp.yaml", "fsdp.yaml", "deepspeed.yaml"]
@@ -181,6 +181,25 @@ def test_tune_saves_the_lr_finder_plot(tmp_path: Path, capsys) -> None:
     assert (cli.run_dir / "plots" / "lr_finder.png").is_file()
     suggested = re.search(r"--model.lr (\S+)\)", capsys.readouterr().out).group(1)
     assert cli.model.lr == float(suggested)  # the finder set the model's learning rate
+
+
+def test_fit_with_lr_auto_trains_at_the_finders_rate(tmp_path: Path) -> None:
+    cli = run("fit", tmp_path, f"--trainer.logger={LOGGERS / 'csv.yaml'}", "--model.lr=auto")
+    found = json.loads((cli.run_dir / "lr_finder.json").read_text())["suggestion"]
+    assert (cli.run_dir / "plots" / "lr_finder.png").stat().st_size > 0
+    assert isinstance(found, float) and found != pytest.approx(3e-3)
+    assert cli.model.lr == found
+    # OneCycle was built after the finder: its peak is the found rate, and training used it.
+    assert cli.trainer.optimizers[0].param_groups[0]["max_lr"] == found
+    rates = logged(cli, "lr-AdamW")
+    assert max(rates) <= found * (1 + 1e-6) and max(rates) == pytest.approx(found, rel=0.2)
+    checkpoint = torch.load(cli.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["lr"] == found
+
+
+def test_lr_auto_without_a_suggestion_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no suggestion.*give a number"):
+        run("fit", tmp_path, *NO_LOGGER, "--model.lr=auto", "--trainer.fast_dev_run=1")
 
 
 def test_profile_writes_the_report_without_training(tmp_path: Path, capsys) -> None:

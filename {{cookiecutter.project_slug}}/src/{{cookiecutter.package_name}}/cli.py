@@ -99,6 +99,20 @@ class ProjectCLI(LightningCLI):
         filename = config_filename(self.run_dir, self.subcommand)
         self.save_config_kwargs = {"run_dir": self.run_dir, "config_filename": filename}
 
+    def before_fit(self) -> None:
+        if self.model.lr != "auto":
+            return
+        suggestion = self.trainer.tune(self.model, datamodule=self.datamodule)
+        if suggestion is None:
+            raise ValueError(
+                "--model.lr auto: the LR finder made no suggestion (it is skipped under "
+                "fast_dev_run and needs a dozen training steps or more); give a number instead."
+            )
+        self.model.lr = self.model.hparams.lr = suggestion  # the checkpoint records it
+        for logger in self.trainer.loggers:
+            logger.log_metrics({"lr_finder/suggestion": suggestion})
+        rank_zero_info(f"Training with the LR finder's learning rate {suggestion:.4g}")
+
     def after_fit(self) -> None:
         if self.trainer.fast_dev_run:
             return

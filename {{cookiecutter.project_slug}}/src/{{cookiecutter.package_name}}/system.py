@@ -55,7 +55,7 @@ class Classifier(L.LightningModule):
         network: NetworkFactory,
         num_classes: int,
         input_shape: Sequence[int],
-        lr: float = 3e-3,
+        lr: float | Literal["auto"] = 3e-3,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: ScheduleFactory | None = OneCycle,
         label_smoothing: float = 0.0,
@@ -67,7 +67,8 @@ class Classifier(L.LightningModule):
             network: Builds the network from ``(input_shape, num_classes)``.
             num_classes: Linked from the data module.
             input_shape: Shape of one input without the batch dimension; linked from the data.
-            lr: Base (or peak) learning rate; the ``tune`` subcommand's LR finder sets it.
+            lr: Base (or peak) learning rate; "auto": ``fit`` runs Lightning's LR finder first
+                and trains with its suggestion (see ``lr_finder.json`` in the run directory).
             optimizer: Built with the model's parameters and ``lr``.
             lr_scheduler: Built with the optimizer and the run's total optimizer steps;
                 None keeps ``lr`` constant.
@@ -184,6 +185,11 @@ class Classifier(L.LightningModule):
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
+        if self.lr == "auto":
+            raise ValueError(
+                "lr='auto' is resolved by the `fit` subcommand, which runs the LR finder first; "
+                "outside the CLI, run lightning.pytorch.tuner.Tuner.lr_find and set model.lr."
+            )
         optimizer = self.optimizer(self.parameters(), lr=self.lr)
         if self.lr_scheduler is None:
             return optimizer

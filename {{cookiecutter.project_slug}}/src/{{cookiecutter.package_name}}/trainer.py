@@ -31,21 +31,35 @@ class Trainer(L.Trainer):
         max_lr: float = 1.0,
         num_training: int = 100,
     ) -> float | None:
-        """Find a learning rate with Lightning's LR finder; plot it in the run directory.
+        """Find a learning rate with Lightning's LR finder; save its plot and its figures
+        (``lr_finder.json``) in the run directory. ``fit --model.lr auto`` runs it first.
 
         Args:
             min_lr: Smallest learning rate tried.
             max_lr: Largest learning rate tried.
             num_training: Number of learning rates tried, one batch each.
         """
-        finder = Tuner(self).lr_find(
-            model, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr, num_training=num_training
-        )
+        if getattr(model, "lr", None) == "auto":
+            model.lr = min_lr  # a number to build the optimizer; the finder sets every rate
+        max_epochs = self.fit_loop.max_epochs
+        # Every rate gets its batch, however few batches an epoch or max_epochs hold.
+        self.fit_loop.max_epochs = max(max_epochs, num_training)
+        try:
+            finder = Tuner(self).lr_find(
+                model, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
+                num_training=num_training,
+            )  # fmt: skip
+        finally:
+            self.fit_loop.max_epochs = max_epochs
         suggestion = finder.suggestion() if finder is not None else None
         if finder is not None and self.is_global_zero:
-            plot = Path(self.default_root_dir) / "plots" / "lr_finder.png"
+            run_dir = Path(self.default_root_dir)
+            plot = run_dir / "plots" / "lr_finder.png"
             plot.parent.mkdir(parents=True, exist_ok=True)
             finder.plot(suggest=True).savefig(plot)
+            tried = {"lr": finder.results["lr"], "loss": finder.results["loss"]}
+            figures = {"suggestion": suggestion, "min_lr": min_lr, "max_lr": max_lr, **tried}
+            (run_dir / "lr_finder.json").write_text(json.dumps(figures, indent=2) + "\n")
             print(f"LR finder plot: {plot}")
             print(f"Suggested learning rate: {suggestion} (use it with --model.lr {suggestion})")
         return suggestion

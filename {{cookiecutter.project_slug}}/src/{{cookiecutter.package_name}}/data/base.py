@@ -63,6 +63,7 @@ class CheckedDataModule(L.LightningDataModule):
         super().__init__()
         self.seed, self.val_fraction, self.test_fraction = seed, val_fraction, test_fraction
         self.profile, self.fitted_from = profile, fitted_from
+        self.reported_to: Path | None = None
         self.batch_size = batch_size
         self.loader_options = {
             "num_workers": num_workers,
@@ -143,8 +144,10 @@ class CheckedDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        if self.trainer is not None and self.trainer.is_global_zero:
-            run_dir = Path(self.trainer.default_root_dir)
+        run_dir = Path(self.trainer.default_root_dir) if self.trainer is not None else None
+        # Once per run directory: ``fit --model.lr auto`` sets up twice (LR finder, then fit).
+        if run_dir is not None and self.trainer.is_global_zero and run_dir != self.reported_to:
+            self.reported_to = run_dir
             self.write_reports(run_dir, self.trainer.loggers)
             rank_zero_info(self.loader_settings.describe())
             self.loader_settings.save(run_dir / "loader.json")
