@@ -44,6 +44,7 @@ SHARED = {
             "callbacks/prediction_writer",
             "callbacks/progress_bar",
             "callbacks/training_curves",
+            "callbacks/validation_plots",
             "data/__init__",
             "data/base",
             "data/checks",

@@ -1,4 +1,4 @@
-"""Callbacks: gradient monitoring, the non-finite guard, and early stopping."""
+"""Callbacks: gradient monitoring, the non-finite guard, early stopping and the pictures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from {{ cookiecutter.package_name }}.callbacks import GradientMonitor, TrainingCurves
+from {{ cookiecutter.package_name }}.callbacks import GradientMonitor, TrainingCurves, ValidationPlots
 from {{ cookiecutter.package_name }}.callbacks.gradient_trends import GradientTrends
 
 from .conftest import LOGGERS, NO_LOGGER, default_config, logged, run
@@ -234,3 +234,29 @@ def test_fit_plots_training_curves_per_epoch(fitted) -> None:
     for row in curves.history:
         assert {"val/loss", "val/acc", "train/acc", "lr"} <= set(row), row
     assert (fitted.run_dir / "plots" / "curves.png").stat().st_size > 10_000
+
+
+def test_validation_plots_count_every_validation_prediction(fitted) -> None:
+    plots = next(c for c in fitted.trainer.callbacks if isinstance(c, ValidationPlots))
+    matrix = plots.matrix.compute()  # the last validation's counts
+    val = fitted.datamodule.val_dataloader()
+    seen = min(len(val.dataset), fitted.trainer.limit_val_batches * val.batch_size)
+    assert int(matrix.sum()) == seen
+    accuracy = matrix.diagonal().sum() / matrix.sum()
+    assert float(accuracy) == pytest.approx(logged(fitted, "val/acc")[-1])
+    assert (fitted.run_dir / "plots" / "val_confusion_matrix.png").stat().st_size > 0
+
+
+def test_validation_grid_shows_the_first_validation_samples(fitted) -> None:
+    plots = next(c for c in fitted.trainer.callbacks if isinstance(c, ValidationPlots))
+    x, y = next(iter(fitted.datamodule.val_dataloader()))[:2]
+    if x.ndim != 4:
+        assert plots.shown is None  # tables: no picture of a row
+        assert not (fitted.run_dir / "plots" / "val_predictions.png").exists()
+        return
+    images, true, predicted = plots.shown
+    assert torch.equal(images, x[: plots.samples]) and torch.equal(true, y[: plots.samples])
+    fitted.model.eval()
+    with torch.no_grad():
+        assert torch.equal(predicted, fitted.model(images).argmax(dim=1))
+    assert (fitted.run_dir / "plots" / "val_predictions.png").stat().st_size > 0

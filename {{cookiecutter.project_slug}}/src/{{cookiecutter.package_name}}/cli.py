@@ -133,8 +133,9 @@ class ProjectCLI(LightningCLI):
         if matrix is not None and class_names is None:
             class_names = [str(i) for i in range(len(matrix))]
         if matrix is not None:
+            figure = reports.confusion_figure(matrix, class_names, "Test confusion matrix")
             plot = self.run_dir / "plots" / "confusion_matrix.png"
-            reports.save_confusion_matrix(matrix, class_names, plot)
+            reports.publish_figure(figure, plot, self.trainer.loggers)
             rows = evaluation.per_class_table(matrix, class_names)
             evaluation.save_per_class(rows, self.run_dir / "per_class_metrics.csv")
             print(evaluation.format_per_class(rows))

@@ -1,4 +1,4 @@
-"""Files a person reads: test metrics as JSON, a confusion matrix, pictures of the data.
+"""Files a person reads: test metrics as JSON, confusion matrices, pictures of the data.
 
 Every picture is a file in the run directory, and is also sent to W&B or TensorBoard when
 one of them is the run's logger (``publish_figure``).
@@ -30,26 +30,41 @@ def save_metrics(metrics: Mapping[str, float], path: Path) -> Path:
     return path
 
 
-def save_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: Path) -> Path:
+def confusion_figure(matrix: Tensor, class_names: Sequence[str], title: str) -> Figure:
     """Counts per (true, predicted) class; the diagonal is what the model got right."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     counts = matrix.cpu().numpy()
     size = max(4.0, 0.5 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(counts, cmap="Blues")
     ticks = range(len(class_names))
-    ax.set(
-        xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title="Test confusion matrix"
-    )
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=title)
     ax.set_xticklabels(class_names, rotation=45, ha="right")
     ax.set_yticklabels(class_names)
     for (row, col), count in np.ndenumerate(counts):
         color = "white" if count > counts.max() / 2 else "black"
         ax.text(col, row, int(count), ha="center", va="center", color=color, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def prediction_grid(
+    images: Tensor, true: Tensor, predicted: Tensor, class_names: Sequence[str], title: str
+) -> Figure:
+    """Images titled with their true and predicted class; mistakes in red."""
+    cols = min(8, len(images))
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    shown = zip(axes.flat, images.cpu(), true.tolist(), predicted.tolist(), strict=False)
+    for ax, image, t, p in shown:
+        pixels = image[0] if len(image) == 1 else image.permute(1, 2, 0)
+        ax.imshow(pixels.numpy(), cmap="gray" if pixels.ndim == 2 else None)
+        color = "black" if t == p else "tab:red"
+        ax.set_title(f"{class_names[t]} → {class_names[p]}", fontsize=8, color=color)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def describe_run(run_dir: Path) -> str:
@@ -65,15 +80,20 @@ def describe_run(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def publish_figure(figure: Figure, path: Path, loggers: Sequence = ()) -> Path:
-    """Save ``figure`` as ``path``; send it to each W&B/TensorBoard logger under its stem."""
+def publish_figure(
+    figure: Figure, path: Path, loggers: Sequence = (), step: int | None = None
+) -> Path:
+    """Save ``figure`` as ``path``; send it to each W&B/TensorBoard logger under its stem.
+
+    The file holds the latest picture; the loggers keep one per ``step``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=f"plots/{path.stem}", images=[str(path)])
+            logger.log_image(key=f"plots/{path.stem}", images=[str(path)], step=step)
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(f"plots/{path.stem}", figure, close=False)
+            logger.experiment.add_figure(f"plots/{path.stem}", figure, step, close=False)
     plt.close(figure)
     return path
 

@@ -142,11 +142,12 @@ class Classifier(L.LightningModule):
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         # sync_dist: all DDP ranks must see one monitored value (checkpoint names, early stop).
-        loss, _ = self._step(batch, self.val_metrics)
+        loss, logits = self._step(batch, self.val_metrics)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_metrics, prog_bar=True)
+        return logits  # for callbacks (callbacks.ValidationPlots)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits = self._step(batch, self.test_metrics)

@@ -4,5 +4,12 @@ from .gradient_monitor import GradientMonitor
 from .prediction_writer import PredictionWriter
 from .progress_bar import ProgressBar
 from .training_curves import TrainingCurves
+from .validation_plots import ValidationPlots
 
-__all__ = ["GradientMonitor", "PredictionWriter", "ProgressBar", "TrainingCurves"]
+__all__ = [
+    "GradientMonitor",
+    "PredictionWriter",
+    "ProgressBar",
+    "TrainingCurves",
+    "ValidationPlots",
+]
