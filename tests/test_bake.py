@@ -27,6 +27,7 @@ SHARED = {
         for name in (
             "__init__",
             "__main__",
+            "attribution",
             "benchmark",
             "cli",
             "evaluation",
@@ -49,6 +50,7 @@ SHARED = {
             "data/base",
             "data/checks",
             "data/findings",
+            "data/groups",
             "data/loading",
             "data/manifest",
             "data/split",
@@ -60,6 +62,7 @@ SHARED = {
         for name in (
             "__init__",
             "conftest",
+            "test_attribution",
             "test_benchmark",
             "test_callbacks",
             "test_cli",

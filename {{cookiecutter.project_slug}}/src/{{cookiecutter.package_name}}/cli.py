@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from lightning.pytorch.cli import (
     LightningCLI,
     SaveConfigCallback,
 )
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from . import evaluation, reports
+from . import attribution, evaluation, reports
 from .provenance import save_provenance
 from .rundir import RUN_DIR_ENV, config_filename, place_callbacks, resolve_run_dir
 from .system import Classifier
@@ -127,6 +129,7 @@ class ProjectCLI(LightningCLI):
         metrics = {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")
         }
+        metrics |= self.report_groups()
         reports.save_metrics(metrics, self.run_dir / "test_metrics.json")
         matrix = getattr(self.model, "confusion_matrix", None)
         class_names = getattr(self.datamodule, "class_names", None)
@@ -144,8 +147,36 @@ class ProjectCLI(LightningCLI):
             figure = reports.reliability_figure(bins, metrics["test/ece"])
             plot = self.run_dir / "plots" / "reliability.png"
             reports.publish_figure(figure, plot, self.trainer.loggers)
+        if isinstance(self.trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
+            # Sharded strategies (FSDP, DeepSpeed) can't run the model on this rank alone.
+            attribution.explain(self.model, self.datamodule, self.run_dir, self.trainer.loggers)
         print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
         print(reports.describe_run(self.run_dir))
+
+    def report_groups(self) -> dict[str, float]:
+        """``group_metrics.json`` and a printed table when the data names groups; returns
+        the largest gaps as test metrics."""
+        counts = getattr(self.model, "group_confusion", None)
+        if counts is None:
+            return {}
+        names = self.datamodule.class_names
+        rows = evaluation.per_group_table(counts, self.datamodule.group_names, names)
+        threshold = self.datamodule.max_group_gap
+        gaps = evaluation.largest_gaps(rows, threshold)
+        summary = {"groups": rows, "gaps": gaps, "max_group_gap": threshold}
+        path = self.run_dir / "group_metrics.json"
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(evaluation.format_groups(rows, gaps))
+        flagged = [metric for metric, gap in gaps.items() if gap["flagged"]]
+        if flagged:
+            rank_zero_warn(
+                f"Test metrics differ between groups by more than max_group_gap={threshold} "
+                f"({', '.join(flagged)}): see {path}"
+            )
+        gap_metrics = {f"test/group_gap/{metric}": gap["gap"] for metric, gap in gaps.items()}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(gap_metrics)
+        return gap_metrics
 
 
 def cli_main(args: ArgsType = None) -> ProjectCLI:

@@ -1,4 +1,4 @@
-"""Judging a model beyond accuracy: per-class precision and recall, and calibration.
+"""Judging a model beyond accuracy: per-class precision and recall, calibration, groups.
 
 The functions here are pure (tensors in, rows or numbers out); ``Classifier`` accumulates what
 they need during ``test``, ``ProjectCLI.after_test`` writes the results and
@@ -8,6 +8,7 @@ they need during ``test``, ``ProjectCLI.after_test`` writes the results and
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -117,3 +118,78 @@ def expected_calibration_error(bins: ReliabilityBins) -> Tensor:
     accuracy, confidence = bin_means(bins)
     share = bins.count / bins.count.sum().clamp(min=1)
     return ((accuracy - confidence).abs() * share).sum()
+
+
+class GroupConfusion(Metric):
+    """A confusion matrix per group, shaped (groups, true, predicted): every per-group metric
+    follows from these counts, which DDP syncs by adding them."""
+
+    full_state_update = False
+
+    def __init__(self, num_groups: int, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shape = (num_groups, num_classes, num_classes)
+        self.add_state("counts", torch.zeros(math.prod(self.shape)), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, target: Tensor, group: Tensor) -> None:
+        classes = self.shape[1]
+        cell = (group * classes + target) * classes + logits.argmax(dim=1)
+        self.counts.scatter_add_(0, cell, torch.ones_like(cell, dtype=self.counts.dtype))
+
+    def compute(self) -> Tensor:
+        return self.counts.view(self.shape)
+
+
+GROUP_METRICS = ("acc", "f1_macro")
+
+
+def per_group_table(
+    counts: Tensor, group_names: Sequence[str], class_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Support, accuracy and macro F1 (over the classes the group holds) of each group that
+    has test samples."""
+    rows = []
+    for name, matrix in zip(group_names, counts, strict=True):
+        support = int(matrix.sum())
+        if support == 0:
+            continue
+        present = [r["f1"] for r in per_class_table(matrix, class_names) if r["support"] > 0]
+        accuracy = float(matrix.diagonal().sum()) / support
+        f1_macro = sum(present) / len(present)
+        rows.append({"group": name, "support": support, "acc": accuracy, "f1_macro": f1_macro})
+    return rows
+
+
+def largest_gaps(rows: Sequence[dict[str, Any]], threshold: float) -> dict[str, dict[str, Any]]:
+    """Per metric: the best and the worst group, their difference and whether it is above
+    ``threshold``."""
+    gaps = {}
+    for metric in GROUP_METRICS:
+        best = max(rows, key=lambda row: row[metric])
+        worst = min(rows, key=lambda row: row[metric])
+        gap = best[metric] - worst[metric]
+        gaps[metric] = {
+            "gap": gap,
+            "best": best["group"],
+            "worst": worst["group"],
+            "flagged": gap > threshold,
+        }
+    return gaps
+
+
+def format_groups(rows: Sequence[dict[str, Any]], gaps: dict[str, dict[str, Any]]) -> str:
+    """The groups' table and one line per gap, as a person reads it at the end of a run."""
+    width = max([5, *(len(str(row["group"])) for row in rows)])
+    lines = [f"{'group':<{width}}  support     acc  f1_macro"]
+    for row in rows:
+        lines.append(
+            f"{row['group']!s:<{width}}  {row['support']:>7d}  {row['acc']:.4f}  "
+            f"{row['f1_macro']:>8.4f}"
+        )
+    for metric, gap in gaps.items():
+        mark = "ABOVE THE LIMIT" if gap["flagged"] else "within the limit"
+        lines.append(
+            f"Largest {metric} gap: {gap['gap']:.4f} ({gap['best']} best, {gap['worst']} "
+            f"worst), {mark}"
+        )
+    return "\n".join(lines)

@@ -19,7 +19,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from .evaluation import CalibrationBins, expected_calibration_error
+from .evaluation import CalibrationBins, GroupConfusion, expected_calibration_error
 from .preprocessing import Standardize
 from .schedulers import OneCycle, ScheduleFactory
 
@@ -103,6 +103,7 @@ class Classifier(L.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.test_calibration = CalibrationBins(n_bins=15)
+        self.test_groups: GroupConfusion | None = None  # when the data names groups
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -111,6 +112,9 @@ class Classifier(L.LightningModule):
             self.standardize.fit(*datamodule.train_statistics())
         if stage == "fit" and getattr(datamodule, "class_weights", None) is not None:
             self.class_weights.copy_(torch.as_tensor(datamodule.class_weights))
+        groups = getattr(datamodule, "group_names", None) if stage == "test" else None
+        if groups:  # test batches then carry each sample's group code as a third element
+            self.test_groups = GroupConfusion(len(groups), self.hparams.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last and x.ndim == 4:
@@ -121,7 +125,7 @@ class Classifier(L.LightningModule):
         self, batch: tuple[Tensor, Tensor], metrics: MetricCollection
     ) -> tuple[Tensor, Tensor]:
         """Loss and logits of one batch; updates ``metrics``."""
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self(x)
         metrics.update(logits, y)
         loss = cross_entropy(logits, y, self.class_weights, self.hparams.label_smoothing)
@@ -155,6 +159,8 @@ class Classifier(L.LightningModule):
         self.log_dict(self.test_metrics)
         self.test_confusion.update(logits, batch[1])
         self.test_calibration.update(logits, batch[1])
+        if self.test_groups is not None:
+            self.test_groups.update(logits, batch[1], batch[2])
 
     def on_test_epoch_end(self) -> None:
         # compute() syncs across DDP ranks, so every rank calls it here; reports read the result.
@@ -163,6 +169,9 @@ class Classifier(L.LightningModule):
         self.log("test/ece", expected_calibration_error(self.calibration_bins))
         self.test_confusion.reset()
         self.test_calibration.reset()
+        if self.test_groups is not None:
+            self.group_confusion = self.test_groups.compute()
+            self.test_groups.reset()
 
     def predict_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

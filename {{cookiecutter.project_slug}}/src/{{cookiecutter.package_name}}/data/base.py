@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from .. import reports
 from .findings import Finding, print_findings, raise_on_failures, save_profile
+from .groups import WithGroups
 from .loading import LoaderSettings, Workers, resolve_loader
 from .manifest import save_manifest
 from .split import Split
@@ -40,6 +41,7 @@ class Prepared:
     findings: list[Finding]
     state: dict[str, Any]  # fitted on the training split: saved in checkpoints
     counts: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] | None = None  # each sample's group, when groups are configured
 
 
 class CheckedDataModule(L.LightningDataModule):
@@ -59,8 +61,10 @@ class CheckedDataModule(L.LightningDataModule):
         prefetch_factor: int | None,
         profile: bool,
         fitted_from: Path | None,
+        max_group_gap: float = 0.05,
     ) -> None:
         super().__init__()
+        self.max_group_gap = max_group_gap
         self.seed, self.val_fraction, self.test_fraction = seed, val_fraction, test_fraction
         self.profile, self.fitted_from = profile, fitted_from
         self.reported_to: Path | None = None
@@ -125,6 +129,12 @@ class CheckedDataModule(L.LightningDataModule):
     def class_weights(self) -> list[float] | None:
         """Loss weights per class when the imbalance rule asks for them (read by the model)."""
         return self.state.get("class_weights")
+
+    @property
+    def group_names(self) -> list[str] | None:
+        """The groups whose test metrics ``test`` compares, or None when none are set."""
+        groups = self.prepared.groups
+        return sorted(set(groups)) if groups is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         return self.state
@@ -195,7 +205,13 @@ class CheckedDataModule(L.LightningDataModule):
         return self.loader(self.prepared.datasets["val"])
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.prepared.datasets["test"])
+        data = self.prepared
+        if data.groups is None:
+            return self.loader(data.datasets["test"])
+        names = self.group_names
+        tested = zip(data.groups, data.splits, strict=True)
+        codes = torch.tensor([names.index(group) for group, split in tested if split == "test"])
+        return self.loader(WithGroups(data.datasets["test"], codes))
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_inputs is None:

@@ -28,6 +28,7 @@ from .checks import (
     within_split_duplicates,
 )
 from .findings import Finding, nothing_usable
+from .groups import groups_of, read_group_mapping
 from .image_cache import ImageTensorDataset, decode_cached
 from .image_checks import (
     MIN_HASHED_SIDE,
@@ -65,6 +66,8 @@ class ImageDataModule(CheckedDataModule):
         torchvision: str | None = None,
         download: bool = True,
         predict_root: Path | None = None,
+        group_mapping: Path | None = None,
+        max_group_gap: float = 0.05,
         image_size: int | tuple[int, int] | None = None,
         channels: Literal[1, 3] | None = None,
         rules: ImageRules = ImageRules(),  # noqa: B008 (a frozen default, read only)
@@ -95,6 +98,11 @@ class ImageDataModule(CheckedDataModule):
             torchvision: A torchvision dataset with train/test parts, e.g. MNIST or CIFAR10.
             download: Let torchvision download the dataset into ``root`` when it is missing.
             predict_root: Images for ``predict``: every image file under this folder.
+            group_mapping: A CSV of ``id,group`` rows (ids as in ``split_manifest.csv``):
+                ``test`` reports each group's metrics and the largest gap between groups;
+                images it doesn't name form the group "(unmapped)".
+            max_group_gap: Largest difference of a test metric between two groups before
+                ``test`` flags it.
             image_size: Height and width (one number: square) every image is resized to;
                 None: the most common size among the training images.
             channels: 3 (RGB) or 1 (greyscale); None: what most training images are.
@@ -130,10 +138,10 @@ class ImageDataModule(CheckedDataModule):
         """
         super().__init__(
             seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
-            persistent_workers, prefetch_factor, profile, fitted_from,
+            persistent_workers, prefetch_factor, profile, fitted_from, max_group_gap,
         )  # fmt: skip
         self.root, self.torchvision, self.download = root, torchvision, download
-        self.predict_root = predict_root
+        self.predict_root, self.group_mapping = predict_root, group_mapping
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else image_size
         self.channels, self.rules = channels, rules
         self.near_duplicate_distance = near_duplicate_distance
@@ -173,6 +181,7 @@ class ImageDataModule(CheckedDataModule):
         return str(self.root) if self.root else "the embedded digits"
 
     def prepare(self) -> Prepared:
+        mapping = read_group_mapping(self.group_mapping) if self.group_mapping else None
         source = self.source()
         findings: list[Finding] = []
         headers = self.open_all(source, findings)
@@ -236,9 +245,11 @@ class ImageDataModule(CheckedDataModule):
             "channels": channels,
         }
         digest = fingerprint(ids, [h for h, u in zip(hashes, use, strict=True) if u], names)
+        groups = groups_of(ids, mapping, self.group_mapping) if mapping is not None else None
         return Prepared(
-            datasets, train_labels, ids, names, list(splits), digest, findings, state, counts
-        )
+            datasets, train_labels, ids, names, list(splits), digest, findings, state, counts,
+            groups,
+        )  # fmt: skip
 
     def open_all(self, source: ImageSource, findings: list[Finding]) -> dict[int, tuple]:
         """(mode, (width, height)) of every sample that opens as an image; headers only."""

@@ -120,6 +120,8 @@ class TabularDataModule(CheckedDataModule):
         path: Path | None = None,
         target: str = "target",
         time_column: str | None = None,
+        group_column: str | None = None,
+        max_group_gap: float = 0.05,
         predict_path: Path | None = None,
         categorical: list[str] | None = None,
         max_categories: int = 50,
@@ -143,6 +145,10 @@ class TabularDataModule(CheckedDataModule):
             target: Label column.
             time_column: Split by this column's times (the latest rows test, the ones before
                 them validation) instead of at random; never a feature.
+            group_column: Each row's group (e.g. a sensitive attribute): ``test`` reports each
+                group's metrics and the largest gap between groups; never a feature.
+            max_group_gap: Largest difference of a test metric between two groups before
+                ``test`` flags it.
             predict_path: A CSV/Parquet table for ``predict``; its label column is ignored.
             categorical: Columns to treat as categories even when they hold numbers; by
                 default, columns that aren't numbers are.
@@ -167,9 +173,10 @@ class TabularDataModule(CheckedDataModule):
         """
         super().__init__(
             seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
-            persistent_workers, prefetch_factor, profile, fitted_from,
+            persistent_workers, prefetch_factor, profile, fitted_from, max_group_gap,
         )  # fmt: skip
         self.path, self.target, self.time_column = path, target, time_column
+        self.group_column = group_column
         self.predict_path, self.categorical = predict_path, categorical or []
         self.max_categories, self.rules = max_categories, rules
         self.leak_auc, self.outlier_threshold = leak_auc, outlier_threshold
@@ -228,6 +235,9 @@ class TabularDataModule(CheckedDataModule):
         state |= imbalance_remedy(imbalance, codes[train], len(class_names))
         x, y = encode(frame[use], state), torch.from_numpy(codes[use])
         splits, ids, kept = splits[use], ids[use], codes[use]
+        groups = None
+        if self.group_column:
+            groups = texts(frame[self.group_column][use]).fillna("(missing)").tolist()
         datasets = {s: TensorDataset(x[splits == s], y[splits == s]) for s in SPLITS}
         self.profile_table = typed.loc[train, list(kinds)]
         names = [class_names[c] for c in kept]
@@ -243,12 +253,13 @@ class TabularDataModule(CheckedDataModule):
         }
         digest = fingerprint(list(ids), hashes, names)
         return Prepared(
-            datasets, codes[train], list(ids), names, list(splits), digest, findings, state, counts
-        )
+            datasets, codes[train], list(ids), names, list(splits), digest, findings, state, counts,
+            groups,
+        )  # fmt: skip
 
     def labeled_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, list]:
         """The rows with a label; a DataError when a named column is not in the table."""
-        named = [self.target, *([self.time_column] if self.time_column else []), *self.categorical]
+        named = [self.target, *self.non_features(), *self.categorical]
         absent = [name for name in named if name not in frame.columns]
         if absent:
             what = "target column" if absent[0] == self.target else "column"
@@ -271,7 +282,7 @@ class TabularDataModule(CheckedDataModule):
         the typing, constant and identifier checks drop (with the check that dropped them)."""
         kinds: dict[str, str] = {}
         found: list[Finding] = []
-        for name in frame.columns.drop([self.target, self.time_column], errors="ignore"):
+        for name in frame.columns.drop([self.target, *self.non_features()]):
             if name in self.categorical:
                 kinds[name] = "categorical"
                 continue
@@ -290,6 +301,10 @@ class TabularDataModule(CheckedDataModule):
         dropped |= dropped_columns(identifiers)
         findings += found + constant + identifiers
         return kinds, typed, dropped
+
+    def non_features(self) -> list[str]:
+        """Columns besides the label that the model never sees."""
+        return [name for name in (self.time_column, self.group_column) if name]
 
     def split(
         self, frame: pd.DataFrame, codes: np.ndarray, ids: np.ndarray, findings: list[Finding]
