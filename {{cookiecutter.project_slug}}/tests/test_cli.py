@@ -100,15 +100,6 @@ def test_loggers_write_inside_the_run_directory(tmp_path: Path, logger: str, exp
     assert [p.name for p in tmp_path.iterdir()] == [cli.run_dir.name]  # nothing outside it
 
 
-def test_data_profile_pictures_reach_tensorboard(tmp_path: Path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    cli = run("fit", tmp_path, f"--trainer.logger={LOGGERS / 'tensorboard.yaml'}",
-              "--trainer.max_epochs=1")  # fmt: skip
-    events = EventAccumulator(str(cli.run_dir / "tensorboard")).Reload()
-    assert "plots/profile_class_balance" in events.Tags()["images"]
-
-
 def test_without_logger_the_run_still_saves_everything(tmp_path: Path) -> None:
     cli = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
     assert (cli.run_dir / "config.yaml").is_file()
