@@ -1,5 +1,6 @@
 """Callbacks Lightning doesn't ship."""
 
+from .energy import EnergyMeter
 from .gradient_monitor import GradientMonitor
 from .prediction_writer import PredictionWriter
 from .progress_bar import ProgressBar
@@ -7,6 +8,7 @@ from .training_curves import TrainingCurves
 from .validation_plots import ValidationPlots
 
 __all__ = [
+    "EnergyMeter",
     "GradientMonitor",
     "PredictionWriter",
     "ProgressBar",
