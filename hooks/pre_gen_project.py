@@ -11,7 +11,8 @@ import sys
 IMPORTED = {
     "torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "jsonargparse",
     "sklearn", "pandas", "pyarrow", "numpy", "matplotlib", "wandb", "tensorboard", "yaml", "rich",
-    "imagehash", "pil", "tests",
+    "imagehash", "pil", "tests", "captum", "torchdata", "codecarbon", "onnx", "onnxscript",
+    "onnxruntime", "fastapi", "uvicorn", "multipart", "httpx",
 }  # fmt: skip
 # Networks each task can start from; "auto" picks the first.
 NETWORKS = {

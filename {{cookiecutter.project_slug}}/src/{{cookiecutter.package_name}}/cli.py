@@ -1,10 +1,11 @@
-"""Command line: ``fit``, ``validate``, ``test``, ``predict``, ``tune``, ``profile`` and
-``benchmark``."""
+"""Command line: ``fit``, ``validate``, ``test``, ``predict``, ``tune``, ``profile``,
+``benchmark``, ``export`` and ``serve``."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lightning.pytorch.cli import (
 )
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import attribution, evaluation, reports
 from .provenance import save_provenance
@@ -67,6 +69,8 @@ class ProjectCLI(LightningCLI):
             "tune": {"model", "datamodule"},
             "profile": {"model", "datamodule"},
             "benchmark": {"model", "datamodule"},
+            "export": {"model", "datamodule"},
+            "serve": {"model", "datamodule"},
         }
         return {**LightningCLI.subcommands(), **own}
 
@@ -84,7 +88,8 @@ class ProjectCLI(LightningCLI):
         # Written back so that the saved config, run again, resumes in this directory.
         config.run.root, config.run.name = self.run_dir.parent, self.run_dir.name
         os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))
-        restores_data = self.subcommand in ("validate", "test", "predict") and ckpt_path
+        restoring = ("validate", "test", "predict", "export", "serve")
+        restores_data = self.subcommand in restoring and ckpt_path
         if restores_data and "fitted_from" in config.data.get("init_args", {}):
             # The data module takes class names, statistics and vocabularies from the
             # checkpoint, so new inputs are prepared exactly as the training data was.
@@ -200,4 +205,7 @@ def cli_main(args: ArgsType = None) -> ProjectCLI:
 
 def main() -> None:
     """Console script and ``python -m`` entry point."""
-    cli_main()
+    try:
+        cli_main()
+    except SIGTERMException as stopped:  # Lightning exits 0 on SIGTERM: a job looks finished
+        raise SystemExit(128 + signal.SIGTERM) from stopped

@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    OnExceptionCheckpoint,
+    ProgressBar,
+)
 
 # DDP starts one process per device, each parsing the same command line; the first one
 # exports the directory it chose so the others write to the same place.
@@ -41,6 +46,8 @@ def resolve_run_dir(root: Path, name: str | None, subcommand: str, ckpt_path: st
     """Where this command writes, following the rules in the module docstring."""
     if inherited := os.environ.get(RUN_DIR_ENV):
         return Path(inherited)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"--run.root {root} is a file; runs need a directory there.")
     if (from_checkpoint := run_dir_of_checkpoint(ckpt_path)) is not None:
         return from_checkpoint
     if name is None:
@@ -85,7 +92,8 @@ def place_callbacks(
     kept, notices = [], []
     for spec in callbacks or []:
         cls = spec_class(spec)
-        if cls is not None and issubclass(cls, ModelCheckpoint) and not spec.init_args.dirpath:
+        saves = cls is not None and issubclass(cls, ModelCheckpoint | OnExceptionCheckpoint)
+        if saves and not spec.init_args.get("dirpath"):
             spec.init_args.dirpath = str(run_dir / "checkpoints")
         if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
             notices.append("No logger: LearningRateMonitor is off for this run.")

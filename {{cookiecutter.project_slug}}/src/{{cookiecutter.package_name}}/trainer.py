@@ -14,15 +14,40 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.tuner import Tuner
 
 from . import benchmark as bench
+from . import export as exporter
 from .data.base import CheckedDataModule
 from .data.findings import raise_on_failures
 from .data.loading import available_cpus
 
 
 class Trainer(L.Trainer):
+    def save_checkpoint(
+        self, filepath: str | Path, weights_only: bool = False, storage_options: object = None
+    ) -> None:
+        """Write to a temporary file, then rename it: a crash or a kill in the middle of a
+        save leaves the previous checkpoint of that name whole.
+
+        Lightning writes checkpoints in place; sharded (FSDP, DeepSpeed) and remote
+        checkpoints are left to it.
+        """
+        single_file = isinstance(self.strategy, SingleDeviceStrategy | DDPStrategy)
+        if not single_file or "://" in str(filepath):
+            super().save_checkpoint(filepath, weights_only, storage_options)
+            return
+        partial = Path(f"{filepath}.partial")
+        try:
+            super().save_checkpoint(partial, weights_only, storage_options)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if self.is_global_zero:
+            partial.replace(filepath)
+        self.strategy.barrier("Trainer.save_checkpoint")
+
     def tune(
         self,
         model: L.LightningModule,
@@ -71,6 +96,49 @@ class Trainer(L.Trainer):
         """
         datamodule.write_reports(Path(self.default_root_dir), self.loggers)
         raise_on_failures(datamodule.prepared.findings)
+
+    def serve(
+        self,
+        model: L.LightningModule,
+        datamodule: CheckedDataModule,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        max_body_bytes: int = 16 * 2**20,
+        drift_window: int = 1000,
+        drift_threshold: float = 0.2,
+        drift_min_samples: int = 100,
+    ) -> None:
+        """Serve a checkpoint over HTTP: ``POST /predict``, ``GET /health``, ``GET /drift``.
+
+        Inputs are prepared by the code ``predict`` runs, with the data state saved in the
+        checkpoint; recent inputs are compared with the training profile saved there too
+        (see ``serve.py`` and ``data/drift.py``). Needs the extra: ``pip install -e ".[serve]"``.
+
+        Args:
+            ckpt_path: The checkpoint to serve: its weights and its fitted data state.
+            weights_only: Load the checkpoint with ``torch.load(weights_only=True)``; None:
+                in full, as ``fit`` saved it (also keeps a run's saved config valid here).
+            host: Address to listen on; 0.0.0.0 for every interface.
+            port: TCP port; 0 takes a free one, which the log names.
+            max_body_bytes: Largest request body; a larger one gets 413 before it is read.
+            drift_window: How many recent inputs ``/drift`` compares with the training data.
+            drift_threshold: PSI, beyond its sampling noise, at which a feature counts as
+                drifted; 0.2 is the usual "major shift" (see ``data/drift.py``).
+            drift_min_samples: Inputs needed in the window before drift is judged.
+        """
+        if ckpt_path is None:
+            raise ValueError("serve needs --ckpt_path runs/<run>/checkpoints/<name>.ckpt")
+        from . import serve  # FastAPI and uvicorn: imported only by this subcommand
+
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=bool(weights_only))
+        model.load_state_dict(checkpoint["state_dict"])
+        app = serve.create_app(
+            model, datamodule, self.strategy.root_device, self.precision_plugin.forward_context,
+            max_body_bytes, drift_window, drift_threshold, drift_min_samples,
+        )  # fmt: skip
+        serve.run(app, host, port)
 
     def benchmark(
         self,
@@ -130,3 +198,45 @@ class Trainer(L.Trainer):
             print(figures.table())
             print(f"Saved: {path}")
         return figures.as_dict()
+
+    def export(
+        self,
+        model: L.LightningModule,
+        datamodule: CheckedDataModule,
+        ckpt_path: str | None = None,
+        quantize: bool = False,
+        atol: float = exporter.ATOL,
+        weights_only: bool | None = None,
+    ) -> dict:
+        """Export a checkpoint for serving: ``export/model.onnx`` (for onnxruntime) and
+        ``export/model.pt2`` (``torch.export``), both with the preprocessing inside and any
+        batch size, and ``export/inputs.json`` describing their input and classes.
+
+        Each is checked against PyTorch on the validation split (as many batches as
+        ``--trainer.limit_val_batches`` allows) and the figures saved in
+        ``export/parity.json``; a disagreement exits non-zero and keeps the files.
+
+        Args:
+            ckpt_path: The checkpoint to export, e.g. ``runs/<run>/checkpoints/last.ckpt``;
+                ``export/`` is written into its run directory.
+            quantize: Also write ``model.int8.onnx`` (onnxruntime's dynamic int8) and report
+                its validation accuracy and file size against the float model.
+            atol: Largest difference of any class probability between an export and PyTorch.
+            weights_only: Load the checkpoint with ``torch.load(weights_only=True)``; None:
+                in full, as ``fit`` saved it (also keeps a run's saved config valid here).
+        """
+        if ckpt_path is None or not Path(ckpt_path).is_file():
+            raise ValueError(
+                f"export needs --ckpt_path, a checkpoint file (got {ckpt_path}): e.g. "
+                "--ckpt_path runs/<run>/checkpoints/last.ckpt with --config runs/<run>/config.yaml"
+            )
+        exporter.require_packages()
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=bool(weights_only))
+        model.load_state_dict(checkpoint["state_dict"])
+        datamodule.trainer = self  # loader settings for this machine
+        batches = exporter.validation_batches(datamodule.val_dataloader(), self.limit_val_batches)
+        if (key := type(datamodule).__qualname__) in checkpoint:
+            # Refuses data that changed since training (other classes or input shape).
+            datamodule.load_state_dict(checkpoint[key])
+        out_dir = Path(self.default_root_dir) / "export"
+        return exporter.export(model, datamodule.state, batches, out_dir, ckpt_path, quantize, atol)

@@ -4,6 +4,7 @@ from .energy import EnergyMeter
 from .gradient_monitor import GradientMonitor
 from .prediction_writer import PredictionWriter
 from .progress_bar import ProgressBar
+from .resumable import Resumable
 from .training_curves import TrainingCurves
 from .validation_plots import ValidationPlots
 
@@ -12,6 +13,7 @@ __all__ = [
     "GradientMonitor",
     "PredictionWriter",
     "ProgressBar",
+    "Resumable",
     "TrainingCurves",
     "ValidationPlots",
 ]

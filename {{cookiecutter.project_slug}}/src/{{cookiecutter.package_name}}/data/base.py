@@ -7,7 +7,7 @@ class turns the result into reports, loaders and the state that ``predict`` rest
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,14 +18,19 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset, WeightedRandomSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .. import reports
-from .findings import Finding, print_findings, raise_on_failures, save_profile
+from .findings import DataError, Finding, print_findings, raise_on_failures, save_profile
 from .groups import WithGroups
 from .loading import LoaderSettings, Workers, resolve_loader
 from .manifest import save_manifest
 from .split import Split
+
+
+class InputError(DataError):
+    """A new input (for ``predict`` or ``serve``) the model can't take; says which and why."""
 
 
 @dataclass
@@ -48,6 +53,7 @@ class CheckedDataModule(L.LightningDataModule):
     """Base of the project's data modules; see the module docstring."""
 
     collate_fn: Callable | None = None  # for datasets that fetch whole batches at once
+    serving_input: str | None = None  # what ``serve`` takes: "files" or "records" (JSON rows)
 
     def __init__(
         self,
@@ -84,6 +90,11 @@ class CheckedDataModule(L.LightningDataModule):
     def read_predict_inputs(self) -> tuple[Dataset, list[str]] | None:
         """New inputs for ``predict`` and their ids, or None to predict the test split."""
         return None
+
+    def convert_inputs(self, inputs: Sequence) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """New inputs for ``serve`` as one batch, prepared as ``predict`` prepares its inputs,
+        and their values of the features the drift profile watches; raises InputError."""
+        raise NotImplementedError
 
     def profile_figures(self) -> dict[str, Figure]:
         """Pictures of the data, by file stem."""
@@ -124,6 +135,12 @@ class CheckedDataModule(L.LightningDataModule):
     @property
     def input_shape(self) -> list[int]:
         return self.state["input_shape"]
+
+    @property
+    def drift_profile(self) -> dict[str, Any] | None:
+        """The training profile ``serve`` compares recent inputs with (see ``drift``); None
+        in checkpoints saved before profiles were."""
+        return self.state.get("drift_profile")
 
     @property
     def class_weights(self) -> list[float] | None:
@@ -183,12 +200,14 @@ class CheckedDataModule(L.LightningDataModule):
         """Loader settings for the machine and trainer this module runs with."""
         return resolve_loader(self.batch_size, **self.loader_options, trainer=self.trainer)
 
-    def loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
+    def loader(self, dataset: Dataset, **kwargs: Any) -> StatefulDataLoader:
+        """A DataLoader whose position (and shuffle order) is saved in checkpoints, so a run
+        stopped mid-epoch resumes at the next batch, not at the epoch's start."""
+        return StatefulDataLoader(
             dataset, collate_fn=self.collate_fn, **self.loader_settings.kwargs(), **kwargs
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         data = self.prepared
         # The shuffle order and the workers' seeds follow the data seed alone.
         generator = torch.Generator().manual_seed(self.seed)
@@ -201,10 +220,10 @@ class CheckedDataModule(L.LightningDataModule):
             return self.loader(train, sampler=sampler, drop_last=drop_last)
         return self.loader(train, shuffle=True, generator=generator, drop_last=drop_last)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self.loader(self.prepared.datasets["val"])
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         data = self.prepared
         if data.groups is None:
             return self.loader(data.datasets["test"])
@@ -213,7 +232,7 @@ class CheckedDataModule(L.LightningDataModule):
         codes = torch.tensor([names.index(group) for group, split in tested if split == "test"])
         return self.loader(WithGroups(data.datasets["test"], codes))
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> StatefulDataLoader:
         if self.predict_inputs is None:
             return self.test_dataloader()
         return self.loader(self.predict_inputs[0])

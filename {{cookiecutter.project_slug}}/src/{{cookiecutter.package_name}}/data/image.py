@@ -7,6 +7,7 @@ Folders and torchvision datasets are decoded once into a memory-mapped cache (se
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,17 +17,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from . import image_sources
 from .augment import Augmentation, BatchAugment
-from .base import CheckedDataModule, Prepared
+from .base import CheckedDataModule, InputError, Prepared
 from .checks import (
     class_imbalance,
     cross_split_duplicates,
     imbalance_remedy,
     within_split_duplicates,
 )
+from .drift import fit_profile
 from .findings import Finding, nothing_usable
 from .groups import groups_of, read_group_mapping
 from .image_cache import ImageTensorDataset, decode_cached
@@ -47,6 +50,22 @@ from .split import SPLITS, assign_splits
 GLYPH_DATASETS = {"MNIST", "EMNIST", "KMNIST", "QMNIST", "SVHN", "USPS", "Omniglot"}
 # The rules decode_all applies: a change to one rebuilds the decode cache.
 DECODING_RULES = ("unreadable_image", "channel_mismatch", "size_mismatch")
+# What serve accepts: the formats of the training files (image_sources.SUFFIXES).
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+CHANNEL_NAMES = {1: ["grey"], 3: ["red", "green", "blue"]}
+
+
+def image_features(pixels: np.ndarray, sizes: Sequence[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """What the drift monitor watches: each channel's mean and standard deviation of the
+    ``uint8`` (N, C, H, W) ``pixels`` as the model gets them, and the (width, height)
+    ``sizes`` of the images as they came, before resizing."""
+    flat = pixels.reshape(len(pixels), pixels.shape[1], -1).astype(np.float32)
+    means, stds = flat.mean(axis=2), flat.std(axis=2)
+    features = {}
+    for c, channel in enumerate(CHANNEL_NAMES[pixels.shape[1]]):
+        features[f"{channel} mean"], features[f"{channel} std"] = means[:, c], stds[:, c]
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    return features | {"width": sizes[:, 0], "height": sizes[:, 1]}
 
 
 class ImageDataModule(CheckedDataModule):
@@ -59,6 +78,7 @@ class ImageDataModule(CheckedDataModule):
     """
 
     collate_fn = staticmethod(ImageTensorDataset.collate)  # batches come whole: __getitems__
+    serving_input = "files"
 
     def __init__(
         self,
@@ -223,12 +243,15 @@ class ImageDataModule(CheckedDataModule):
         train_labels = labels[rows["train"]].numpy()
         imbalance = class_imbalance(train_labels, class_names, self.rules.class_imbalance)
         findings.append(imbalance)
+        original_sizes = [headers[i][1] for i in kept]
         state = {
             "class_names": class_names,
             "input_shape": [channels, *size],
             "image_size": list(size),
             "channels": channels,
             **imbalance_remedy(imbalance, train_labels, len(class_names)),
+            # Sizes as the files have them, before resizing: the headers opened above.
+            "drift_profile": self.drift_profile_of(pixels, rows["train"], original_sizes),
         }
         transforms = {"train": self.train_transform}
         datasets = {
@@ -250,6 +273,19 @@ class ImageDataModule(CheckedDataModule):
             datasets, train_labels, ids, names, list(splits), digest, findings, state, counts,
             groups,
         )  # fmt: skip
+
+    @staticmethod
+    def drift_profile_of(
+        pixels: np.ndarray, rows: np.ndarray, sizes: list[tuple[int, int]], chunk: int = 4096
+    ) -> dict[str, Any]:
+        """The training profile of ``image_features`` over the decoded images ``rows``,
+        ``chunk`` at a time (``pixels`` may be a memory map larger than RAM); ``sizes``: each
+        decoded image's size in its file."""
+        parts = []
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            parts.append(image_features(pixels[part], [sizes[i] for i in part]))
+        return fit_profile({name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
 
     def open_all(self, source: ImageSource, findings: list[Finding]) -> dict[int, tuple]:
         """(mode, (width, height)) of every sample that opens as an image; headers only."""
@@ -323,22 +359,45 @@ class ImageDataModule(CheckedDataModule):
         data = self.prepared.datasets[split]
         return data if augment else ImageTensorDataset(data.images, data.labels, rows=data.rows)
 
+    def input_pixels(self, image: Image.Image) -> np.ndarray:
+        """A new image converted exactly as the training images were (``predict``, ``serve``)."""
+        return to_pixels(image, self.state["channels"], tuple(self.state["image_size"]))
+
     def read_predict_inputs(self) -> tuple[Dataset, list[str]] | None:
         """Every image under ``predict_root``, converted as in training; bad files skipped."""
         if self.predict_root is None:
             return None
         source = image_sources.predict_folder(self.predict_root)
-        size, channels = tuple(self.state["image_size"]), self.state["channels"]
         arrays, ids = [], []
         for i, sample_id in enumerate(source.ids):
             try:
                 with source.read(i) as image:
-                    arrays.append(to_pixels(image, channels, size))
+                    arrays.append(self.input_pixels(image))
             except Exception as error:
                 print(f"Skipped {source.subject(i)}: {type(error).__name__}: {error}")
                 continue
             ids.append(sample_id)
         return ImageTensorDataset(np.stack(arrays), torch.full((len(ids),), -1)), ids
+
+    def convert_inputs(
+        self, files: Sequence[tuple[str, bytes]]
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """Uploaded files (name, content) as one batch, converted as ``predict`` converts
+        files, and their drift features; an InputError names the first file that fails."""
+        arrays, sizes = [], []
+        for name, content in files:
+            try:
+                with Image.open(io.BytesIO(content), formats=FORMATS) as image:
+                    sizes.append(image.size)
+                    arrays.append(self.input_pixels(image))
+            except UnidentifiedImageError as error:
+                raise InputError(
+                    f"{name}: not an image in a format the model takes {FORMATS}"
+                ) from error
+            except Exception as error:  # truncated or corrupt: opens, then fails to decode
+                raise InputError(f"{name}: the image fails to decode ({error})") from error
+        pixels = np.stack(arrays)
+        return torch.from_numpy(pixels), image_features(pixels, sizes)
 
     def profile_figures(self) -> dict[str, Figure]:
         return {"samples": sample_grid(self.prepared.datasets["train"], self.class_names)}

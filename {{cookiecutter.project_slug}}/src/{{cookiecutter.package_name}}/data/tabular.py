@@ -3,6 +3,7 @@ checked, cleaned, split by the seed or by time, and encoded by one fitted defini
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ from matplotlib.figure import Figure
 from sklearn.datasets import load_breast_cancer
 from torch.utils.data import Dataset, TensorDataset
 
-from .base import CheckedDataModule, Prepared
+from .base import CheckedDataModule, InputError, Prepared
 from .checks import (
     class_imbalance,
     cross_split_duplicates,
     imbalance_remedy,
     within_split_duplicates,
 )
+from .drift import fit_profile
 from .findings import DataError, Finding
 from .loading import Workers
 from .manifest import fingerprint
@@ -75,6 +77,25 @@ def encode(frame: pd.DataFrame, state: dict[str, Any]) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(blocks, axis=1))
 
 
+def check_columns(columns: Iterable[str], state: dict[str, Any], where: str, extra: bool) -> None:
+    """An InputError unless ``columns`` hold every column the model needs; ``extra``: others
+    are allowed (a file's label or notes), else named as unknown."""
+    columns, expected = list(columns), state["columns"]
+    absent = [name for name in expected if name not in columns]
+    if absent:
+        raise InputError(f"{where}: no column {absent} (the model needs {expected})")
+    unknown = [name for name in columns if name not in expected]
+    if unknown and not extra:
+        raise InputError(f"{where}: unknown column {unknown} (the model takes {expected})")
+
+
+def as_cell(value: Any) -> str | None:
+    """A JSON value as the text cell a CSV file would hold (``read_table`` reads those)."""
+    if isinstance(value, (dict, list)):
+        raise TypeError(f"{value!r} is not a single value")
+    return None if value is None or value == "" else str(value)
+
+
 def fit_encoding(
     train: pd.DataFrame, kinds: dict, features: list[str], limit: int, findings: list[Finding]
 ) -> dict[str, Any]:
@@ -114,6 +135,8 @@ class TabularDataModule(CheckedDataModule):
     none of the training data. Standardisation is done by the model, with statistics from
     :meth:`train_statistics`, so that serving sees the same preprocessing.
     """
+
+    serving_input = "records"
 
     def __init__(
         self,
@@ -233,6 +256,8 @@ class TabularDataModule(CheckedDataModule):
         imbalance = class_imbalance(codes[train], class_names, rules.class_imbalance)
         findings.append(imbalance)
         state |= imbalance_remedy(imbalance, codes[train], len(class_names))
+        training = {name: typed.loc[train, name] for name in features}
+        state["drift_profile"] = fit_profile(training, vocabularies=state["categorical"])
         x, y = encode(frame[use], state), torch.from_numpy(codes[use])
         splits, ids, kept = splits[use], ids[use], codes[use]
         groups = None
@@ -344,12 +369,43 @@ class TabularDataModule(CheckedDataModule):
         if self.predict_path is None:
             return None
         frame = read_table(self.predict_path, self.target)
-        expected = self.state["columns"]
-        absent = [name for name in expected if name not in frame.columns]
-        if absent:
-            raise DataError(f"{self.predict_path}: no column {absent} (the model needs {expected})")
+        check_columns(frame.columns, self.state, str(self.predict_path), extra=True)
         x = encode(frame, self.state)
         return TensorDataset(x, torch.full((len(x),), -1)), [str(i) for i in frame.index]
+
+    def convert_inputs(self, records: Sequence) -> tuple[torch.Tensor, dict[str, pd.Series]]:
+        """JSON rows ({column: value}) as one batch, encoded as ``predict`` encodes a file's
+        rows, and their typed values for the drift monitor. An InputError names the first
+        row with a missing or unknown column, and a column holding what isn't a number where
+        the model takes numbers (a file's rows get those as missing values).
+        """
+        cells = []
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InputError(f"instance {i}: not an object of column: value pairs")
+            check_columns(record, self.state, f"instance {i}", extra=False)
+            try:
+                cells.append({name: as_cell(record[name]) for name in self.state["columns"]})
+            except TypeError as error:
+                raise InputError(f"instance {i}: {error}") from error
+        frame = pd.DataFrame(cells, columns=self.state["columns"], dtype=object)
+        typed = {name: typed_column(frame[name], self.kind(name)) for name in frame.columns}
+        for name, values in typed.items():
+            if name in self.state["categorical"]:
+                continue
+            bad = frame[name].notna() & ~np.isfinite(values.to_numpy(np.float64, na_value=np.nan))
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                what = "a date" if name in self.state["dates"] else "a finite number"
+                value = frame[name].iloc[row]
+                raise InputError(f"instance {row}: column {name!r} takes {what}, not {value!r}")
+        return encode(frame, self.state), typed
+
+    def kind(self, name: str) -> str:
+        """A fitted column's kind: categorical, date or numeric."""
+        if name in self.state["categorical"]:
+            return "categorical"
+        return "date" if name in self.state["dates"] else "numeric"
 
     def profile_figures(self) -> dict[str, Figure]:
         _ = self.prepared  # preparing records the training rows as profile_table

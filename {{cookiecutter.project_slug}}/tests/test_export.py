@@ -1,0 +1,197 @@
+"""The export subcommand: ONNX and torch.export files that match PyTorch on validation
+samples, take any batch size, carry their input description, and fail loudly otherwise."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")  # torch.onnx's dynamo exporter translates through it
+
+from {{ cookiecutter.package_name }} import export as exporter  # noqa: E402
+from {{ cookiecutter.package_name }}.cli import ProjectCLI  # noqa: E402
+
+from .conftest import NO_LOGGER, run  # noqa: E402
+
+
+def best_checkpoint(fitted: ProjectCLI) -> str:
+    return fitted.trainer.checkpoint_callback.best_model_path
+
+
+@pytest.fixture(scope="module")
+def exported(fitted: ProjectCLI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared fit exported (with int8) as the README says: its own config and checkpoint."""
+    config = fitted.run_dir / "config.yaml"
+    root = tmp_path_factory.mktemp("elsewhere")
+    args = [*NO_LOGGER, f"--ckpt_path={best_checkpoint(fitted)}", "--quantize=true"]
+    cli = run("export", root, *args, config=config)
+    assert cli.run_dir == fitted.run_dir and not list(root.iterdir())  # into the fit's run
+    return fitted.run_dir / "export"
+
+
+@pytest.fixture(scope="module")
+def reference(fitted: ProjectCLI) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The checkpoint's model, loaded independently of export, and one validation batch."""
+    model = type(fitted.model).load_from_checkpoint(best_checkpoint(fitted), map_location="cpu")
+    x, y = next(iter(fitted.datamodule.val_dataloader()))[:2]
+    return model.eval(), x, y
+
+
+def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(x).softmax(dim=-1).numpy()
+
+
+def fitted_classes(model: torch.nn.Module) -> range:
+    return range(model.hparams.num_classes)
+
+
+def onnx_run(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_export_writes_every_file_and_reports_parity(exported: Path, fitted) -> None:
+    names = {"model.onnx", "model.pt2", "model.int8.onnx", "inputs.json", "parity.json"}
+    assert {p.name for p in exported.iterdir()} == names
+    parity = json.loads((exported / "parity.json").read_text())
+    val = fitted.datamodule.val_dataloader()
+    seen = min(len(val.dataset), fitted.trainer.limit_val_batches * val.batch_size)
+    for name in ("onnx", "pt2"):
+        assert parity[name]["passed"] and parity[name]["samples"] == seen
+        assert parity[name]["max_abs_diff"] <= parity[name]["atol"] == exporter.ATOL
+        assert parity[name]["argmax_agreement"] == 1.0
+
+
+def test_onnx_matches_pytorch_on_validation_samples(exported: Path, reference) -> None:
+    model, x, _ = reference
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    (given,) = session.get_inputs()
+    # The raw input the model's forward takes: uint8 pixels, or float feature rows.
+    assert given.type == ("tensor(uint8)" if x.ndim == 4 else "tensor(float)")
+    assert x.dtype == (torch.uint8 if x.ndim == 4 else torch.float32)
+    expected, got = probabilities(model, x), onnx_run(exported / "model.onnx", x)
+    assert np.abs(got - expected).max() <= exporter.ATOL
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_onnx_takes_any_batch_size(exported: Path, reference, batch_size: int) -> None:
+    model, x, _ = reference
+    expected = probabilities(model, x[:batch_size])
+    got = onnx_run(exported / "model.onnx", x[:batch_size])
+    assert got.shape == expected.shape == (batch_size, len(fitted_classes(model)))
+    assert np.abs(got - expected).max() <= exporter.ATOL
+
+
+def test_torch_export_program_reloads_and_matches(exported: Path, reference) -> None:
+    model, x, _ = reference
+    program = torch.export.load(exported / "model.pt2").module()
+    for batch in (x, x[:5]):  # the batch dimension is dynamic here too
+        with torch.no_grad():
+            got = program(batch).numpy()
+        assert np.abs(got - probabilities(model, batch)).max() <= exporter.ATOL
+
+
+def test_inputs_json_describes_the_input_and_the_classes(exported: Path, fitted) -> None:
+    described = json.loads((exported / "inputs.json").read_text())
+    datamodule = fitted.datamodule
+    assert described["class_names"] == datamodule.class_names
+    given = described["input"]
+    assert given["shape"] == ["batch", *datamodule.input_shape]
+    assert described["output"]["shape"] == ["batch", len(datamodule.class_names)]
+    if hasattr(datamodule, "feature_names"):
+        assert given["dtype"] == "float32" and given["feature_names"] == datamodule.feature_names
+        assert len(given["feature_names"]) == datamodule.input_shape[0]
+    else:
+        assert given["dtype"] == "uint8" and given["layout"] == "NCHW"
+        assert [given["channels"], given["height"], given["width"]] == datamodule.input_shape
+
+
+def test_quantised_model_is_smaller_and_its_accuracy_change_is_reported(
+    exported: Path, fitted
+) -> None:
+    report = json.loads((exported / "parity.json").read_text())["int8"]
+    int8, float32 = exported / "model.int8.onnx", exported / "model.onnx"
+    sizes = int8.stat().st_size, float32.stat().st_size
+    assert report["int8_bytes"] == sizes[0] < sizes[1] == report["float_bytes"]
+    assert report["size_reduction"] == pytest.approx(1 - sizes[0] / sizes[1])
+    # The reported accuracies are those of these files on the same validation samples.
+    batches = exporter.validation_batches(
+        fitted.datamodule.val_dataloader(), fitted.trainer.limit_val_batches
+    )
+    labels = np.concatenate([y.numpy() for _, y in batches])
+    accuracies = [
+        exporter.accuracy(np.concatenate([onnx_run(path, x) for x, _ in batches]), labels)
+        for path in (float32, int8)
+    ]
+    assert report["float_accuracy"] == pytest.approx(accuracies[0])
+    assert report["int8_accuracy"] == pytest.approx(accuracies[1])
+    assert report["accuracy_change"] == pytest.approx(accuracies[1] - accuracies[0])
+
+
+def test_export_without_a_checkpoint_fails_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"export needs --ckpt_path"):
+        run("export", tmp_path, *NO_LOGGER)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_export_packages_are_named_before_any_work(
+    fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporter, "PACKAGES", (*exporter.PACKAGES, "no_such_runtime"))
+    checkpoint = shutil.copy(best_checkpoint(fitted), tmp_path / "copy.ckpt")
+    with pytest.raises(ModuleNotFoundError, match=r"needs no_such_runtime: pip install"):
+        run("export", tmp_path, *NO_LOGGER, f"--ckpt_path={checkpoint}")
+    assert not list(tmp_path.glob("*/export"))
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": torch.nn.Linear(3, 2).state_dict()}, other)
+    with pytest.raises(ValueError, match=r"not saved with \w+DataModule.*another model or task"):
+        run("export", tmp_path, *NO_LOGGER, f"--ckpt_path={other}")
+    assert not list(tmp_path.glob("*/export"))
+
+
+def test_a_perturbed_onnx_file_fails_the_parity_check(
+    fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The check can fail: one weight of the written ONNX file changed, the export refused."""
+    write = exporter.export_onnx
+
+    def perturbed(module, example, path, input_name) -> None:
+        write(module, example, path, input_name)
+        model = onnx.load(path)
+        weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+        values = onnx.numpy_helper.to_array(weight)
+        weight.CopyFrom(onnx.numpy_helper.from_array(values * 1.5 + 0.1, weight.name))
+        onnx.save(model, path)
+
+    monkeypatch.setattr(exporter, "export_onnx", perturbed)
+    checkpoint = shutil.copy(best_checkpoint(fitted), tmp_path / "copy.ckpt")  # outside the run
+    with pytest.raises(exporter.ParityError, match=r"failed \(onnx\).*do not ship"):
+        run("export", tmp_path, *NO_LOGGER, f"--ckpt_path={checkpoint}")
+    printed = capsys.readouterr().out
+    assert "onnx: max |p - p_torch|" in printed and "FAILED" in printed
+    (out,) = tmp_path.glob("*-export/export")
+    parity = json.loads((out / "parity.json").read_text())
+    assert not parity["onnx"]["passed"] and parity["onnx"]["max_abs_diff"] > exporter.ATOL
+    assert parity["pt2"]["passed"]  # the files stay for inspection, the good one too
+    assert (out / "model.onnx").is_file() and (out / "model.pt2").is_file()
+
+
+def test_parity_tolerates_ties_only() -> None:
+    reference = np.array([[0.5, 0.5], [0.9, 0.1]], dtype=np.float32)
+    tied = np.array([[0.50001, 0.49999], [0.9, 0.1]], dtype=np.float32)
+    assert exporter.compare(reference, tied).passed  # within atol, a tie PyTorch can't settle
+    off = reference + np.array([[0, 0], [-2e-4, 2e-4]], dtype=np.float32)
+    result = exporter.compare(reference, off)
+    assert not result.passed and result.max_abs_diff == pytest.approx(2e-4, rel=1e-3)

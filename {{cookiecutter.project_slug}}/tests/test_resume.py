@@ -1,0 +1,149 @@
+"""Faults a run survives: SIGTERM and Ctrl+C mid-epoch, a crash while saving, bad paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from .conftest import CONFIG, LOGGERS, NO_LOGGER, PACKAGE, PROJECT, run
+
+# Deterministic and short: two epochs of six batches, the default callbacks, augmentation on.
+SHORT = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=6",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+KILL_AT = 8  # mid-way through the second epoch
+
+
+class WaitForSignal(L.Callback):
+    """At ``step``, tells the test (a marker file) and waits for its signal to arrive."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        self.marker.touch()
+        deadline = time.monotonic() + 60
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)  # Ctrl+C raises KeyboardInterrupt out of this sleep
+
+
+def fit(root: Path, *args: str) -> list[str]:
+    command = [sys.executable, "-m", PACKAGE, "fit", f"--config={CONFIG}", f"--run.root={root}"]
+    return [*command, *SHORT, *args]
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    """Offline W&B, no credentials; the project on the path for the test callback."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    return keep | {
+        "WANDB_MODE": "offline",
+        "NETRC": str(tmp_path / "no-netrc"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+        "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def interrupted(root: Path, env: dict, sig: signal.Signals, *args: str) -> subprocess.Popen:
+    """A fit that receives ``sig`` from this process once it reaches step ``KILL_AT``."""
+    marker = root / f"at-step-{KILL_AT}"
+    waiter = {"step": KILL_AT, "marker": str(marker)}
+    callback = json.dumps({"class_path": f"{__name__}.WaitForSignal", "init_args": waiter})
+    pipe = subprocess.PIPE
+    command = fit(root, "--run.name=cut", f"--trainer.callbacks+={callback}", *args)
+    process = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=pipe, stderr=pipe, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(sig)
+    return process
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_sigterm_mid_epoch_then_resume_ends_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    env, wandb = environment(tmp_path), f"--trainer.logger={LOGGERS / 'wandb.yaml'}"
+    whole = subprocess.run(
+        fit(tmp_path, "--run.name=whole", wandb), cwd=PROJECT, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    process = interrupted(tmp_path, env, signal.SIGTERM, wandb)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]  # not 0: not "finished"
+    run_dir = tmp_path / "cut"
+    assert f"Stopped by SIGTERM at epoch 1, step {KILL_AT}" in out + err
+    assert f"--config {run_dir / 'config.yaml'} --ckpt_path last" in out + err
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == KILL_AT
+
+    resume = [sys.executable, "-m", PACKAGE, "fit", f"--config={run_dir / 'config.yaml'}"]
+    resumed = subprocess.run(
+        [*resume, "--ckpt_path=last"], cwd=PROJECT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["cut", "whole"]
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    expected = tmp_path / "whole" / "checkpoints" / "last.ckpt"
+    assert final["global_step"] == torch.load(expected, weights_only=True)["global_step"]
+    # Same batches in the same order, same dropout and augmentation draws: the same weights.
+    for name, tensor in weights(expected).items():
+        assert torch.equal(final["state_dict"][name], tensor), name
+    # Both halves logged to one W&B run.
+    runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and runs[0].split("-", 3)[-1] == runs[1].split("-", 3)[-1]
+
+
+def test_ctrl_c_mid_epoch_saves_where_the_run_was(tmp_path: Path) -> None:
+    process = interrupted(tmp_path, environment(tmp_path), signal.SIGINT, *NO_LOGGER)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode != 0, err[-3000:]
+    assert f"Stopped by Ctrl+C (SIGINT) at epoch 1, step {KILL_AT}" in out + err
+    saved = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == KILL_AT
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
+    last = cli.run_dir / "checkpoints" / "last.ckpt"
+    before = weights(last)
+
+    def dies_halfway(checkpoint: dict, path: str, storage_options: object = None) -> None:
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(cli.trainer.strategy.checkpoint_io, "save_checkpoint", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        cli.trainer.save_checkpoint(last)
+    after = weights(last)
+    assert all(torch.equal(after[name], tensor) for name, tensor in before.items())
+    assert not list(last.parent.glob("*.partial"))  # the half-written file is gone
+
+
+def test_a_run_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.write_text("not a directory")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        run("fit", root, *NO_LOGGER)
+    assert root.read_text() == "not a directory"
