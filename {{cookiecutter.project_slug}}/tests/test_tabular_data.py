@@ -252,3 +252,8 @@ def test_profile_pictures(tmp_path: Path, table: pd.DataFrame) -> None:
         "profile_histograms.png",
         "profile_missing_values.png",
     ]
+
+
+def test_a_missing_table_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nowhere\.csv: no such file"):
+        _ = TabularDataModule(path=tmp_path / "nowhere.csv").prepared

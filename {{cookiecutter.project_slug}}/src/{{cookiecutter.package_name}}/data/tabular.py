@@ -53,6 +53,8 @@ def read_table(path: Path | None, target: str) -> pd.DataFrame:
     if path is None:
         bunch = load_breast_cancer(as_frame=True)
         return bunch.data.assign(**{target: bunch.target.map(dict(enumerate(bunch.target_names)))})
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file (data.path and predict_path take CSV or Parquet)")
     if Path(path).suffix == ".parquet":
         table = pd.read_parquet(path)
     else:
