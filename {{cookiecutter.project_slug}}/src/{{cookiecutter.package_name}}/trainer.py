@@ -128,12 +128,9 @@ class Trainer(L.Trainer):
                 drifted; 0.2 is the usual "major shift" (see ``data/drift.py``).
             drift_min_samples: Inputs needed in the window before drift is judged.
         """
-        if ckpt_path is None:
-            raise ValueError("serve needs --ckpt_path runs/<run>/checkpoints/<name>.ckpt")
+        load_weights(model, "serve", ckpt_path, weights_only)
         from . import serve  # FastAPI and uvicorn: imported only by this subcommand
 
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=bool(weights_only))
-        model.load_state_dict(checkpoint["state_dict"])
         app = serve.create_app(
             model, datamodule, self.strategy.root_device, self.precision_plugin.forward_context,
             max_body_bytes, drift_window, drift_threshold, drift_min_samples,
@@ -225,14 +222,8 @@ class Trainer(L.Trainer):
             weights_only: Load the checkpoint with ``torch.load(weights_only=True)``; None:
                 in full, as ``fit`` saved it (also keeps a run's saved config valid here).
         """
-        if ckpt_path is None or not Path(ckpt_path).is_file():
-            raise ValueError(
-                f"export needs --ckpt_path, a checkpoint file (got {ckpt_path}): e.g. "
-                "--ckpt_path runs/<run>/checkpoints/last.ckpt with --config runs/<run>/config.yaml"
-            )
         exporter.require_packages()
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=bool(weights_only))
-        model.load_state_dict(checkpoint["state_dict"])
+        checkpoint = load_weights(model, "export", ckpt_path, weights_only)
         datamodule.trainer = self  # loader settings for this machine
         batches = exporter.validation_batches(datamodule.val_dataloader(), self.limit_val_batches)
         if (key := type(datamodule).__qualname__) in checkpoint:
@@ -240,3 +231,17 @@ class Trainer(L.Trainer):
             datamodule.load_state_dict(checkpoint[key])
         out_dir = Path(self.default_root_dir) / "export"
         return exporter.export(model, datamodule.state, batches, out_dir, ckpt_path, quantize, atol)
+
+
+def load_weights(
+    model: L.LightningModule, subcommand: str, ckpt_path: str | None, weights_only: bool | None
+) -> dict:
+    """Put a checkpoint's weights into ``model`` (strictly); returns the checkpoint."""
+    if ckpt_path is None or not Path(ckpt_path).is_file():
+        raise ValueError(
+            f"{subcommand} needs --ckpt_path, a checkpoint file (got {ckpt_path}): e.g. "
+            "--ckpt_path runs/<run>/checkpoints/last.ckpt with --config runs/<run>/config.yaml"
+        )
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=bool(weights_only))
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint
