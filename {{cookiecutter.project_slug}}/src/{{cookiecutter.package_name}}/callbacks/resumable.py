@@ -26,6 +26,8 @@ class Resumable(OnExceptionCheckpoint):
     The states of torch's (CPU and CUDA), NumPy's and Python's generators travel in each
     checkpoint and come back on resume, so dropout and augmentation continue the same random
     streams: resumed, deterministic training ends with the weights an uninterrupted run has.
+    Loader worker processes are the exception: they start their streams afresh, so
+    augmentation done in workers draws differently for the rest of the interrupted epoch.
 
     Args:
         dirpath: Where the checkpoint goes; None: the run directory's ``checkpoints/``.
