@@ -8,7 +8,6 @@ the model predicted for it.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +20,7 @@ from matplotlib.patches import Patch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .reports import publish_figure
+from .reports import format_table, publish_figure, save_table
 from .system import Classifier
 
 DEFAULT_SAMPLES = {"image": 8, "table": 128}  # a feature ranking needs more rows than a picture
@@ -96,8 +95,8 @@ def explain(
     plot = run_dir / "plots" / "attributions.png"
     if table:
         rows = feature_ranking(result.attributions, datamodule.feature_names)
-        written = [save_ranking(rows, run_dir / "feature_attributions.csv")]
-        print(format_ranking(rows[:5]))
+        written = [save_table(rows, run_dir / "feature_attributions.csv")]
+        print(format_table(rows[:5]))
         written.append(publish_figure(ranking_figure(rows, len(x)), plot, loggers))
     else:
         figure = image_figure(result, y, datamodule.class_names)
@@ -115,26 +114,6 @@ def feature_ranking(attributions: Tensor, names: Sequence[str]) -> list[dict]:
         for name, a, m in zip(names, mean_abs, mean, strict=True)
     ]
     return sorted(rows, key=lambda row: -row["mean_abs_attribution"])
-
-
-def save_ranking(rows: Sequence[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def format_ranking(rows: Sequence[dict]) -> str:
-    width = max([7, *(len(row["feature"]) for row in rows)])
-    lines = [f"{'feature':<{width}}  mean|attr|  mean attr"]
-    for row in rows:
-        lines.append(
-            f"{row['feature']:<{width}}  {row['mean_abs_attribution']:>10.4f}"
-            f"  {row['mean_attribution']:>9.4f}"
-        )
-    return "\n".join(lines)
 
 
 def ranking_figure(rows: Sequence[dict], samples: int):

@@ -145,8 +145,8 @@ class ProjectCLI(LightningCLI):
             plot = self.run_dir / "plots" / "confusion_matrix.png"
             reports.publish_figure(figure, plot, self.trainer.loggers)
             rows = evaluation.per_class_table(matrix, class_names)
-            evaluation.save_per_class(rows, self.run_dir / "per_class_metrics.csv")
-            print(evaluation.format_per_class(rows))
+            reports.save_table(rows, self.run_dir / "per_class_metrics.csv")
+            print(reports.format_table(rows))
         bins = getattr(self.model, "calibration_bins", None)
         if bins is not None:
             figure = reports.reliability_figure(bins, metrics["test/ece"])
@@ -171,7 +171,7 @@ class ProjectCLI(LightningCLI):
         summary = {"groups": rows, "gaps": gaps, "max_group_gap": threshold}
         path = self.run_dir / "group_metrics.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
-        print(evaluation.format_groups(rows, gaps))
+        print(reports.format_table(rows) + "\n" + evaluation.format_gaps(gaps))
         flagged = [metric for metric, gap in gaps.items() if gap["flagged"]]
         if flagged:
             rank_zero_warn(

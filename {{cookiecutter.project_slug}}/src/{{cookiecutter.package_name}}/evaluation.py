@@ -7,10 +7,8 @@ they need during ``test``, ``ProjectCLI.after_test`` writes the results and
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -44,27 +42,6 @@ def per_class_table(matrix: Tensor, class_names: Sequence[str]) -> list[dict[str
         }
         for i, name in enumerate(class_names)
     ]
-
-
-def save_per_class(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=PER_CLASS_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def format_per_class(rows: Sequence[dict[str, Any]]) -> str:
-    """The table as a person reads it at the end of a run: one line per class."""
-    width = max([5, *(len(str(row["class"])) for row in rows)])
-    lines = [f"{'class':<{width}}  precision  recall      f1  support"]
-    for row in rows:
-        lines.append(
-            f"{row['class']!s:<{width}}  {row['precision']:>9.4f}  {row['recall']:>6.4f}"
-            f"  {row['f1']:>6.4f}  {row['support']:>7d}"
-        )
-    return "\n".join(lines)
 
 
 class ReliabilityBins(NamedTuple):
@@ -177,15 +154,9 @@ def largest_gaps(rows: Sequence[dict[str, Any]], threshold: float) -> dict[str, 
     return gaps
 
 
-def format_groups(rows: Sequence[dict[str, Any]], gaps: dict[str, dict[str, Any]]) -> str:
-    """The groups' table and one line per gap, as a person reads it at the end of a run."""
-    width = max([5, *(len(str(row["group"])) for row in rows)])
-    lines = [f"{'group':<{width}}  support     acc  f1_macro"]
-    for row in rows:
-        lines.append(
-            f"{row['group']!s:<{width}}  {row['support']:>7d}  {row['acc']:.4f}  "
-            f"{row['f1_macro']:>8.4f}"
-        )
+def format_gaps(gaps: dict[str, dict[str, Any]]) -> str:
+    """One line per metric: the largest gap between groups and whether it is above the limit."""
+    lines = []
     for metric, gap in gaps.items():
         mark = "ABOVE THE LIMIT" if gap["flagged"] else "within the limit"
         lines.append(

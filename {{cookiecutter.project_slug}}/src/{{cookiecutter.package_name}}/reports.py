@@ -6,9 +6,11 @@ one of them is the run's logger (``publish_figure``).
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,6 +24,32 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from .evaluation import ReliabilityBins, bin_means
+
+
+def save_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Rows with the same keys as CSV, the keys as the header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows with the same keys as aligned text: the first column left, the others right,
+    floats to four places; what a person reads at the end of a run."""
+    columns = list(rows[0])
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
 
 
 def save_metrics(metrics: Mapping[str, float], path: Path) -> Path:
