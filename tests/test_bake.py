@@ -38,6 +38,7 @@ SHARED = {
             "rundir",
             "schedulers",
             "serve",
+            "strategies",
             "system",
             "tracking",
             "trainer",
@@ -83,6 +84,7 @@ SHARED = {
             "test_provenance",
             "test_resume",
             "test_serve",
+            "test_strategies",
             "test_tracking",
         )
     ),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 from lightning.pytorch.cli import (
     ArgsType,
@@ -21,7 +22,7 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from . import attribution, evaluation, reports
+from . import attribution, evaluation, reports, strategies
 from .provenance import save_provenance
 from .rundir import RUN_DIR_ENV, config_filename, place_callbacks, resolve_run_dir
 from .system import Classifier
@@ -83,6 +84,7 @@ class ProjectCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        strategies.check(config.trainer, torch.cuda.device_count())
         ckpt_path = config.get("ckpt_path")
         self.run_dir = resolve_run_dir(config.run.root, config.run.name, self.subcommand, ckpt_path)
         # Written back so that the saved config, run again, resumes in this directory.

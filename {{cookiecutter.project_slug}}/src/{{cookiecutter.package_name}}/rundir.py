@@ -36,7 +36,7 @@ RUN_DIR_ENV = f"{__package__.upper()}_RUN_DIR"
 
 def run_dir_of_checkpoint(ckpt_path: str | os.PathLike | None) -> Path | None:
     """The run directory a checkpoint file was saved in, if it was saved in one."""
-    if ckpt_path is None or not Path(ckpt_path).is_file():
+    if ckpt_path is None or not Path(ckpt_path).exists():  # DeepSpeed saves a directory
         return None
     candidate = Path(ckpt_path).resolve().parent.parent
     return candidate if (candidate / "config.yaml").is_file() else None

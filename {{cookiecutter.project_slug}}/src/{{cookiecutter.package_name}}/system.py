@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -9,6 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
@@ -22,6 +24,10 @@ from torchmetrics.classification import (
 from .evaluation import CalibrationBins, GroupConfusion, expected_calibration_error
 from .preprocessing import Standardize
 from .schedulers import OneCycle, ScheduleFactory
+
+# This class overrides configure_gradient_clipping for FSDP and bf16; under DeepSpeed the
+# override steps aside and the engine clips by gradient_clip_val, so the warning is moot.
+warnings.filterwarnings("ignore", "Since DeepSpeed handles gradient clipping internally")
 
 NetworkFactory = Callable[[Sequence[int], int], nn.Module]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -183,13 +189,21 @@ class Classifier(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip fused optimizers too under bf16 (``optimizer.init_args.fused: true``).
+        """Clip by norm under FSDP, and fused optimizers too under bf16.
 
-        Lightning refuses to clip for any optimizer that unscales gradients itself once mixed
-        precision is on; only fp16's loss scaling needs that refusal, bf16 has no scaler.
+        Lightning refuses norm clipping under FSDP: the norm is over all shards, which only
+        the wrapped root module can compute, and its precision plugin has no handle on it.
+        It also refuses to clip for any optimizer that unscales gradients itself once mixed
+        precision is on (``optimizer.init_args.fused: true``); only fp16's loss scaling needs
+        that refusal, bf16 has no scaler.
         """
-        bf16 = str(self.trainer.precision).startswith("bf16")
-        if gradient_clip_val and bf16 and gradient_clip_algorithm in (None, "norm"):
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy):
+            return  # the DeepSpeed engine clips, by the trainer's gradient_clip_val
+        by_norm = gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+        if by_norm and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        if by_norm and str(self.trainer.precision).startswith("bf16"):
             torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -237,6 +237,12 @@ def load_weights(
     model: L.LightningModule, subcommand: str, ckpt_path: str | None, weights_only: bool | None
 ) -> dict:
     """Put a checkpoint's weights into ``model`` (strictly); returns the checkpoint."""
+    if ckpt_path is not None and Path(ckpt_path).is_dir():
+        raise ValueError(
+            f"{ckpt_path} is a DeepSpeed checkpoint (a folder of shards): join it into one "
+            "file first with lightning.pytorch.utilities.deepspeed."
+            f"convert_zero_checkpoint_to_fp32_state_dict({str(ckpt_path)!r}, 'model.ckpt')."
+        )
     if ckpt_path is None or not Path(ckpt_path).is_file():
         raise ValueError(
             f"{subcommand} needs --ckpt_path, a checkpoint file (got {ckpt_path}): e.g. "

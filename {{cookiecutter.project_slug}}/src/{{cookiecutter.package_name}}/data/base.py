@@ -16,9 +16,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset, DistributedSampler, WeightedRandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .. import reports
@@ -207,6 +208,26 @@ class CheckedDataModule(L.LightningDataModule):
             dataset, collate_fn=self.collate_fn, **self.loader_settings.kwargs(), **kwargs
         )
 
+    def shard(self, dataset: Dataset, training: bool) -> DistributedSampler | None:
+        """This DDP rank's part of ``dataset``; None in a single process.
+
+        Lightning's default pads every rank to the same length with repeated samples, which
+        would count some validation and test samples twice. Training drops the tail instead
+        (every rank must take as many steps); evaluation splits exactly, so ranks may differ
+        by one sample and the synced metrics equal a single process's.
+        """
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        ranks = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank}
+        if training:
+            return DistributedSampler(
+                dataset, shuffle=True, seed=self.seed, drop_last=True, **ranks
+            )
+        return UnrepeatedDistributedSampler(dataset, shuffle=False, **ranks)
+
+    def evaluation_loader(self, dataset: Dataset) -> StatefulDataLoader:
+        return self.loader(dataset, sampler=self.shard(dataset, training=False))
+
     def train_dataloader(self) -> StatefulDataLoader:
         data = self.prepared
         # The shuffle order and the workers' seeds follow the data seed alone.
@@ -217,25 +238,27 @@ class CheckedDataModule(L.LightningDataModule):
         if self.state.get("balanced_sampler"):
             weights = 1.0 / np.bincount(data.train_labels)[data.train_labels]
             sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
+            return self.loader(train, sampler=sampler, drop_last=drop_last)  # Lightning shards it
+        if (sampler := self.shard(train, training=True)) is not None:
             return self.loader(train, sampler=sampler, drop_last=drop_last)
         return self.loader(train, shuffle=True, generator=generator, drop_last=drop_last)
 
     def val_dataloader(self) -> StatefulDataLoader:
-        return self.loader(self.prepared.datasets["val"])
+        return self.evaluation_loader(self.prepared.datasets["val"])
 
     def test_dataloader(self) -> StatefulDataLoader:
         data = self.prepared
         if data.groups is None:
-            return self.loader(data.datasets["test"])
+            return self.evaluation_loader(data.datasets["test"])
         names = self.group_names
         tested = zip(data.groups, data.splits, strict=True)
         codes = torch.tensor([names.index(group) for group, split in tested if split == "test"])
-        return self.loader(WithGroups(data.datasets["test"], codes))
+        return self.evaluation_loader(WithGroups(data.datasets["test"], codes))
 
     def predict_dataloader(self) -> StatefulDataLoader:
         if self.predict_inputs is None:
             return self.test_dataloader()
-        return self.loader(self.predict_inputs[0])
+        return self.evaluation_loader(self.predict_inputs[0])
 
     @property
     def predict_ids(self) -> list[str]:

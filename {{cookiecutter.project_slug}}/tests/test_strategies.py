@@ -1,0 +1,100 @@
+"""Trainer profiles: every profile with every shipped config, checked up front; FSDP's units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch.strategies import Strategy
+
+from {{ cookiecutter.package_name }} import strategies
+from {{ cookiecutter.package_name }}.cli import cli_main
+
+from .conftest import CONFIG, PROJECT, TRAINERS, run
+
+PROFILES = sorted(p.stem for p in TRAINERS.glob("*.yaml"))
+GPU_PROFILES = {"gpu", "ddp", "fsdp", "deepspeed"}
+# The default config alone, and with each config that layers on top of it.
+LAYERS = sorted(p for p in (PROJECT / "configs").glob("*.yaml") if p != CONFIG)
+CONFIGS = [[CONFIG]] + [[CONFIG, layer] for layer in LAYERS]
+
+
+def parsed_trainer(capsys: pytest.CaptureFixture, configs: list[Path], profile: str):
+    arguments = [f"--config={path}" for path in configs] + [f"--trainer={TRAINERS}/{profile}.yaml"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", *arguments, "--print_config"])
+    assert exit_info.value.code in (None, 0), capsys.readouterr().err[-2000:]
+    return Namespace(**yaml.safe_load(capsys.readouterr().out)["trainer"])
+
+
+@pytest.mark.parametrize("configs", CONFIGS, ids=lambda c: "+".join(p.stem for p in c))
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_with_every_config(capsys, configs: list[Path], profile: str) -> None:
+    """Runs on a machine with GPUs (and DeepSpeed); refused with advice on one without."""
+    trainer = parsed_trainer(capsys, configs, profile)
+    assert strategies.problems(trainer, gpus=2, installed=lambda module: True) == []
+    without_gpu = strategies.problems(trainer, gpus=0, installed=lambda module: True)
+    if profile in GPU_PROFILES:
+        assert len(without_gpu) == 1 and "configs/trainer/cpu.yaml" in without_gpu[0]
+    else:
+        assert without_gpu == []
+
+
+def test_deepspeed_needs_its_extra_and_norm_clipping(capsys) -> None:
+    trainer = parsed_trainer(capsys, [CONFIG], "deepspeed")
+    assert trainer.strategy == "deepspeed_stage_2" and trainer.gradient_clip_val == 1.0
+    found = strategies.problems(trainer, gpus=1, installed=lambda module: module != "deepspeed")
+    assert found == [
+        "DeepSpeed is an optional extra and is not installed here: pip install -e '.[deepspeed]'."
+    ]
+    trainer.gradient_clip_algorithm = "value"
+    found = strategies.problems(trainer, gpus=1, installed=lambda module: True)
+    assert len(found) == 1 and "norm only" in found[0]
+
+
+def test_sharded_strategies_on_the_cpu_are_refused(capsys) -> None:
+    for profile in ("fsdp", "deepspeed"):
+        trainer = parsed_trainer(capsys, [CONFIG], profile)
+        trainer.accelerator = "cpu"
+        (found,) = strategies.problems(trainer, gpus=2, installed=lambda module: True)
+        assert "no CPU backend" in found and "ddp_cpu.yaml" in found
+
+
+def test_a_misspelt_strategy_is_refused(capsys) -> None:
+    trainer = parsed_trainer(capsys, [CONFIG], "ddp")
+    trainer.strategy = "dpp"
+    (found,) = strategies.problems(trainer, gpus=2)
+    assert found.startswith("Unknown strategy 'dpp'") and "ddp" in found
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
+def test_gpu_profile_on_a_cpu_machine_stops_before_reading_data(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs a CUDA GPU and this machine has none"):
+        run("fit", tmp_path, f"--trainer={TRAINERS / 'fsdp.yaml'}")
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def fsdp_units(network: torch.nn.Module) -> list[str]:
+    """The modules the shipped FSDP profile makes into units of their own, root excluded."""
+    profile = yaml.safe_load((TRAINERS / "fsdp.yaml").read_text())
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    config = parser.parse_object({"strategy": profile["strategy"]})
+    strategy = parser.instantiate_classes(config).strategy
+    policy = strategy.kwargs["auto_wrap_policy"]
+    # FSDP calls this to decide its units; running it needs no GPU and no process group.
+    targets = policy._run_policy(network, ignored_modules=set(), root_kwargs={})
+    return sorted(type(module).__name__ for module in targets if module is not network)
+
+
+def test_fsdp_shards_the_resnet_block_by_block() -> None:
+    resnet = pytest.importorskip("{{ cookiecutter.package_name }}.networks.resnet")
+    assert fsdp_units(resnet.ResNet([3, 32, 32], 10, depth=18)) == ["BasicBlock"] * 8
+    assert fsdp_units(resnet.ResNet([3, 32, 32], 10, depth=50)) == ["Bottleneck"] * 16
+
+
+def test_fsdp_keeps_a_small_network_whole(fitted) -> None:
+    assert fsdp_units(fitted.model.network) == []
