@@ -17,6 +17,7 @@ from torchmetrics.classification import (
 from {{ cookiecutter.package_name }}.evaluation import (
     PER_CLASS_COLUMNS,
     CalibrationBins,
+    WeightedMean,
     expected_calibration_error,
     per_class_table,
 )
@@ -66,6 +67,14 @@ def ece_of(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, flo
         bins.update(logits, target)
         reference.update(logits, target)
     return float(expected_calibration_error(bins.compute())), float(reference.compute())
+
+
+def test_weighted_mean_of_batch_losses_is_the_mean_over_samples() -> None:
+    losses = torch.tensor([0.5, 2.0, 1.0]), torch.tensor([64.0, 64.0, 11.0])
+    mean = WeightedMean()
+    for loss, weight in zip(*losses, strict=True):
+        mean.update(loss, weight)
+    assert mean.compute().item() == pytest.approx((0.5 * 64 + 2.0 * 64 + 11.0) / 139)
 
 
 def test_ece_of_calibrated_predictions_is_zero() -> None:

@@ -1,4 +1,5 @@
-"""What needs a fresh process: the entry point, DDP, and W&B with no terminal or a terminal."""
+"""What needs a fresh process: the entry point, seeded loading, and W&B with no terminal or
+a terminal. DDP has tests/test_distributed.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CONFIG, LOGGERS, PROJECT, QUICK, TRAINERS
+from .conftest import CONFIG, LOGGERS, PROJECT, QUICK
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 WANDB = [f"--trainer.logger={LOGGERS / 'wandb.yaml'}"]
@@ -80,18 +81,6 @@ def test_same_seed_same_split_and_first_batch_across_processes(tmp_path: Path) -
     assert batch[(4, 0, 1)] != batch[(3, 0, 1)]
     fingerprints = {(tmp_path / str(k) / "data_fingerprint.json").read_text() for k in runs}
     assert len(fingerprints) == 1  # the same data, whatever the split
-
-
-def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
-    result = subprocess.run(
-        command(tmp_path, f"--trainer={TRAINERS / 'ddp_cpu.yaml'}", "--trainer.logger=false"),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MEMBER: 2/2" in result.stderr + result.stdout
-    run_dirs = list(tmp_path.iterdir())
-    assert len(run_dirs) == 1  # both processes wrote to one run directory
-    assert (run_dirs[0] / "test_metrics.json").is_file()
 
 
 def test_wandb_goes_offline_with_stdin_closed(tmp_path: Path) -> None:

@@ -57,6 +57,28 @@ class ReliabilityBins(NamedTuple):
     correct: Tensor
 
 
+class WeightedMean(Metric):
+    """The mean of batch values weighted by their batch's weight, synced as two sums.
+
+    torchmetrics' ``MeanMetric`` either checks every update for NaN, reading a flag back
+    from the GPU, or (``nan_strategy="disable"``, torchmetrics 1.9) drops the weights.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: Tensor) -> None:
+        self.total += value.detach().double() * weight
+        self.weight += weight
+
+    def compute(self) -> Tensor:
+        return (self.total / self.weight).float()
+
+
 class CalibrationBins(Metric):
     """Accumulates ``ReliabilityBins`` on the device: a few numbers of state per bin.
 

@@ -21,7 +21,12 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from .evaluation import CalibrationBins, GroupConfusion, expected_calibration_error
+from .evaluation import (
+    CalibrationBins,
+    GroupConfusion,
+    WeightedMean,
+    expected_calibration_error,
+)
 from .preprocessing import Standardize
 from .schedulers import OneCycle, ScheduleFactory
 
@@ -107,6 +112,9 @@ class Classifier(L.LightningModule):
         self.train_metrics = MetricCollection({"acc": accuracy.clone()}, prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Mean losses over the whole split, weighted like the loss: Lightning's sync_dist
+        # averages each rank's sample count as an integer, one sample off for an odd split.
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.test_calibration = CalibrationBins(n_bins=15)
         self.test_groups: GroupConfusion | None = None  # when the data names groups
@@ -149,19 +157,23 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Updated every step on the device, computed (and synced across DDP ranks) once here.
-        self.log_dict(self.train_metrics.compute())
+        # The values are equal on every rank already: sync_dist averages equals, and keeps
+        # Lightning from warning that they were not synced.
+        self.log_dict(self.train_metrics.compute(), sync_dist=True)
         self.train_metrics.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        # sync_dist: all DDP ranks must see one monitored value (checkpoint names, early stop).
+        # Synced across DDP ranks: all must see one monitored value (checkpoint names, early stop).
         loss, logits = self._step(batch, self.val_metrics)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.val_loss.update(loss, weight=self.class_weights[batch[1]].sum())
+        self.log("val/loss", self.val_loss, prog_bar=True)
         self.log_dict(self.val_metrics, prog_bar=True)
         return logits  # for callbacks (callbacks.ValidationPlots)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits = self._step(batch, self.test_metrics)
-        self.log("test/loss", loss, sync_dist=True)
+        self.test_loss.update(loss, weight=self.class_weights[batch[1]].sum())
+        self.log("test/loss", self.test_loss)
         self.log_dict(self.test_metrics)
         self.test_confusion.update(logits, batch[1])
         self.test_calibration.update(logits, batch[1])
@@ -172,7 +184,7 @@ class Classifier(L.LightningModule):
         # compute() syncs across DDP ranks, so every rank calls it here; reports read the result.
         self.confusion_matrix = self.test_confusion.compute()
         self.calibration_bins = self.test_calibration.compute()
-        self.log("test/ece", expected_calibration_error(self.calibration_bins))
+        self.log("test/ece", expected_calibration_error(self.calibration_bins), sync_dist=True)
         self.test_confusion.reset()
         self.test_calibration.reset()
         if self.test_groups is not None:

@@ -1,0 +1,134 @@
+"""DDP with two CPU processes (gloo): what each rank sees, holds and writes, and resuming.
+
+Each process records its view through ``tests/probe.py``; samples are matched by content.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.cli import cli_main
+
+from .conftest import (
+    CONFIG,
+    LOGGERS,
+    PACKAGE,
+    PROJECT,
+    TRAINERS,
+    datamodule_class,
+    default_config,
+)
+from .probe import sample_hashes
+
+VAL_FRACTION = 0.155  # an odd number of validation samples in both embedded datasets
+
+
+def data_options() -> dict:
+    """Unaugmented data, so that a sample looks the same in every process."""
+    options = {"seed": 42, "val_fraction": VAL_FRACTION}
+    if "augment" in inspect.signature(datamodule_class()).parameters:
+        options["augment"] = False
+    return options
+
+
+def ddp(*args: str) -> str:
+    command = [sys.executable, "-m", PACKAGE, "fit", *args, "--trainer.enable_progress_bar=false"]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def events(probe: Path, rank: int, event: str, fn: str = "fit") -> list[dict]:
+    lines = (probe / f"rank{rank}.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [r for r in records if r["event"] == event and r["fn"] == fn]
+
+
+def split_hashes(split: str) -> Counter:
+    options = {**data_options(), "num_workers": 0, "profile": False}
+    dataset = datamodule_class()(**options).prepared.datasets[split]
+    inputs = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(len(dataset))])
+    return Counter(sample_hashes(inputs))
+
+
+def test_two_processes_train_as_one(tmp_path: Path) -> None:
+    """One epoch with two processes, then the same run resumed for a second epoch.
+
+    A single test: both runs are inputs to every check, and pytest-xdist would otherwise
+    repeat them in each of its workers.
+    """
+    run, probe = tmp_path / "runs" / "ddp", tmp_path / "probe"
+    data = [f"--data.init_args.{key}={value}" for key, value in data_options().items()]
+    first = ddp(
+        f"--config={CONFIG}", f"--trainer={TRAINERS / 'ddp_cpu.yaml'}",
+        f"--trainer.logger={LOGGERS / 'csv.yaml'}", f"--run.root={run.parent}", "--run.name=ddp",
+        "--trainer.max_epochs=1", "--model.lr_scheduler=null", *data,  # OneCycle can't extend
+        "--trainer.callbacks+=tests.probe.Probe", f"--trainer.callbacks.out={probe}",
+    )  # fmt: skip
+    assert "MEMBER: 2/2" in first
+    check_written_once(run, first)
+    resumed = ddp(f"--config={run / 'config.yaml'}", "--ckpt_path=last", "--trainer.max_epochs=2")
+    assert "Restored all states" in resumed
+    check_step_count_continues(probe)
+    check_identical_weights(probe)
+    check_disjoint_training_shards(probe)
+    check_validation_equals_one_process(probe, run)
+
+
+def check_written_once(run: Path, output: str) -> None:
+    files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert [f for f in files if f.startswith("config")] == ["config.yaml"]
+    assert [f for f in files if f.startswith("provenance")] == ["provenance.json"]
+    checkpoints = [f for f in files if f.startswith("checkpoints/")]
+    assert len(checkpoints) == 2 and "checkpoints/last.ckpt" in checkpoints
+    assert not [f for f in files if f.endswith(".partial")]
+    assert {f.split("/")[1] for f in files if f.startswith("csv/")} == {"version_0"}
+    assert output.count("Test: ") == 1 and output.count("Attributions (") == 1  # rank 0 alone
+
+
+def check_step_count_continues(probe: Path) -> None:
+    for rank in (0, 1):
+        first_end, resumed_end = events(probe, rank, "train_end")
+        _, resumed_start = events(probe, rank, "train_start")
+        assert resumed_start["step"] == first_end["step"] > 0
+        assert resumed_end["step"] == 2 * first_end["step"]
+
+
+def check_identical_weights(probe: Path) -> None:
+    ends = [[end["weights"] for end in events(probe, rank, "train_end")] for rank in (0, 1)]
+    assert ends[0] == ends[1] and len(set(ends[0])) == 2  # equal after each run; they trained
+
+
+def check_disjoint_training_shards(probe: Path) -> None:
+    train = split_hashes("train")
+    batch = default_config()["data"]["init_args"]["batch_size"]
+    expected = train.total() // 2 // batch * batch  # half each; the last partial batch dropped
+    for epoch in (0, 1):
+        seen = [Counter(events(probe, rank, "train_epoch")[epoch]["samples"]) for rank in (0, 1)]
+        assert seen[0].total() == seen[1].total() == expected
+        assert (seen[0] + seen[1]) - train == Counter()  # no sample twice, none from elsewhere
+
+
+def check_validation_equals_one_process(probe: Path, run: Path) -> None:
+    val = split_hashes("val")
+    assert val.total() % 2 == 1  # an odd count: padding ranks to equal length would repeat one
+    last = [events(probe, rank, "validation")[-1] for rank in (0, 1)]
+    assert Counter(last[0]["samples"]) + Counter(last[1]["samples"]) == val
+    last_checkpoint = run / "checkpoints" / "last.ckpt"
+    cli_main([
+        "validate", f"--config={run / 'config.yaml'}", f"--ckpt_path={last_checkpoint}",
+        "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.enable_progress_bar=false",
+    ])  # fmt: skip
+    (single,) = events(probe, 0, "validation", fn="validate")
+    assert Counter(single["samples"]) == val
+    for distributed in last:
+        assert distributed["metrics"]["val/acc"] == single["metrics"]["val/acc"]
+        assert distributed["metrics"] == pytest.approx(single["metrics"], rel=1e-5)
