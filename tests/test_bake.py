@@ -20,6 +20,7 @@ SHARED = {
     "README.md",
     "pyproject.toml",
     "configs/default.yaml",
+    "slurm/train.sbatch",
     *(f"configs/logger/{name}.yaml" for name in ("csv", "tensorboard", "wandb")),
     *(f"configs/trainer/{n}.yaml" for n in ("cpu", "gpu", "ddp", "ddp_cpu", "fsdp", "deepspeed")),
     *(

@@ -113,6 +113,47 @@ def test_sigterm_mid_epoch_then_resume_ends_as_an_uninterrupted_run(tmp_path: Pa
     assert len(runs) == 2 and runs[0].split("-", 3)[-1] == runs[1].split("-", 3)[-1]
 
 
+def slurm_job(tmp_path: Path, restarts: int) -> dict[str, str]:
+    """The environment of a one-task SLURM job, whose ``scontrol`` only logs its arguments."""
+    tools = tmp_path / "bin"
+    tools.mkdir(exist_ok=True)
+    scontrol = tools / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    job = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "1"}
+    ranks = {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+    env = environment(tmp_path) | job | ranks | {"SLURM_NODELIST": "node1"}
+    return env | {"SLURM_RESTART_COUNT": str(restarts), "PATH": f"{tools}:{os.environ['PATH']}"}
+
+
+def test_slurm_time_limit_requeues_and_the_job_resumes(tmp_path: Path) -> None:
+    """SIGUSR1 before the time limit: Lightning saves and requeues; SLURM then kills the
+    job, and the same command, started again, resumes the run."""
+    process = interrupted(tmp_path, slurm_job(tmp_path, restarts=0), signal.SIGUSR1, *NO_LOGGER)
+    log, deadline = tmp_path / "scontrol.log", time.monotonic() + 120
+
+    def requeues() -> list[str]:  # CodeCarbon asks `scontrol show job` too
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [line for line in lines if line.startswith("requeue")]
+
+    while not requeues() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.kill()
+    process.communicate(timeout=60)
+    assert requeues() == ["requeue 4242"]
+    hpc = tmp_path / "cut" / "hpc_ckpt_1.ckpt"
+    assert torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == KILL_AT
+
+    again = subprocess.run(
+        fit(tmp_path, "--run.name=cut", *NO_LOGGER), cwd=PROJECT, env=slurm_job(tmp_path, 1),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {hpc}" in again.stdout + again.stderr
+    final = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 12  # two epochs of six batches
+
+
 def test_ctrl_c_mid_epoch_saves_where_the_run_was(tmp_path: Path) -> None:
     process = interrupted(tmp_path, environment(tmp_path), signal.SIGINT, *NO_LOGGER)
     out, err = process.communicate(timeout=300)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,25 @@ def test_fsdp_shards_the_resnet_block_by_block() -> None:
 
 def test_fsdp_keeps_a_small_network_whole(fitted) -> None:
     assert fsdp_units(fitted.model.network) == []
+
+
+def test_the_slurm_script_launches_a_valid_multi_node_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srun = tmp_path / "srun"  # records the command it would start on every task
+    srun.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > {tmp_path / 'command'}\n")
+    srun.chmod(0o755)
+    job = {"SLURM_JOB_ID": "77", "SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4"}
+    env = os.environ | job | {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    script = PROJECT / "slurm" / "train.sbatch"
+    subprocess.run(["bash", script, "--trainer.max_epochs=3"], cwd=PROJECT, env=env, check=True)
+    command = (tmp_path / "command").read_text().split("\0")[:-1]
+    assert command[:4] == ["python", "-m", "{{ cookiecutter.package_name }}", "fit"]
+    monkeypatch.chdir(PROJECT)  # the script's config paths are relative to the project
+    with pytest.raises(SystemExit):
+        cli_main([*command[3:], "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    trainer = Namespace(**config["trainer"])
+    assert (trainer.num_nodes, str(trainer.devices), trainer.strategy) == (2, "4", "ddp")
+    assert trainer.max_epochs == 3 and config["run"]["name"] == "slurm-77"
+    assert strategies.problems(trainer, gpus=4) == []

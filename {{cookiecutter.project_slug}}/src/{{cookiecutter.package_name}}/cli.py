@@ -24,7 +24,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import attribution, evaluation, reports, strategies
 from .provenance import save_provenance
-from .rundir import RUN_DIR_ENV, config_filename, place_callbacks, resolve_run_dir
+from .rundir import (
+    RUN_DIR_ENV,
+    config_filename,
+    newest_checkpoint,
+    place_callbacks,
+    requeued,
+    resolve_run_dir,
+)
 from .system import Classifier
 from .tracking import place_loggers
 from .trainer import Trainer
@@ -87,6 +94,9 @@ class ProjectCLI(LightningCLI):
         strategies.check(config.trainer, torch.cuda.device_count())
         ckpt_path = config.get("ckpt_path")
         self.run_dir = resolve_run_dir(config.run.root, config.run.name, self.subcommand, ckpt_path)
+        if self.subcommand == "fit" and ckpt_path is None and requeued():
+            newest = newest_checkpoint(self.run_dir)  # None: killed before its first save
+            ckpt_path = config.ckpt_path = str(newest) if newest else None
         # Written back so that the saved config, run again, resumes in this directory.
         config.run.root, config.run.name = self.run_dir.parent, self.run_dir.name
         os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))

@@ -58,12 +58,27 @@ def resolve_run_dir(root: Path, name: str | None, subcommand: str, ckpt_path: st
             )
         name = f"{datetime.now():%Y%m%d-%H%M%S}-{subcommand}"
     run_dir = root / name
-    if subcommand == "fit" and ckpt_path is None and (run_dir / "config.yaml").exists():
+    starts_over = subcommand == "fit" and ckpt_path is None and not requeued()
+    if starts_over and (run_dir / "config.yaml").exists():
         raise FileExistsError(
             f"{run_dir} already holds a run. Resume it with --ckpt_path last, "
             "or start a new one with another --run.name."
         )
     return run_dir
+
+
+def requeued() -> bool:
+    """Whether this is a SLURM job started again after a requeue (time limit, preemption)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """What a requeued job resumes from: Lightning's ``hpc_ckpt_N.ckpt`` (saved on SLURM's
+    SIGUSR1 before the time limit) or ``checkpoints/last.ckpt`` (saved on SIGTERM, at each
+    epoch), whichever was written last."""
+    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+    saved = [path for path in candidates if path.is_file()]
+    return max(saved, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def config_filename(run_dir: Path, subcommand: str) -> str:
