@@ -11,7 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.strategies import StrategyRegistry
+from lightning.pytorch.strategies import (
+    DDPStrategy,
+    DeepSpeedStrategy,
+    SingleDeviceStrategy,
+    Strategy,
+    StrategyRegistry,
+)
 
 SHARDED = ("fsdp", "deepspeed")
 
@@ -27,6 +33,13 @@ def strategy_family(strategy: Any) -> str:
         name = type(strategy).__name__
     name = name.lower()
     return next((family for family in (*SHARDED, "ddp") if family in name), "single")
+
+
+def holds_whole_model(strategy: Strategy) -> bool:
+    """Whether every rank holds the whole model (one device, DDP); FSDP and DeepSpeed split
+    it, and save checkpoints their own way (DeepSpeed: a folder of shards)."""
+    whole = isinstance(strategy, SingleDeviceStrategy | DDPStrategy)
+    return whole and not isinstance(strategy, DeepSpeedStrategy)
 
 
 def is_installed(module: str) -> bool:

@@ -130,10 +130,23 @@ class Classifier(L.LightningModule):
         if groups:  # test batches then carry each sample's group code as a third element
             self.test_groups = GroupConfusion(len(groups), self.hparams.num_classes)
 
+    def on_fit_start(self) -> None:
+        """DeepSpeed casts the network's parameters to bf16 but not its buffers, and BatchNorm
+        refuses statistics of another dtype than its weights: cast them alike."""
+        dtype = next(self.network.parameters()).dtype
+        for module in self.network.modules():
+            for name, buffer in module.named_buffers(recurse=False):
+                if buffer.is_floating_point() and buffer.dtype != dtype:
+                    setattr(module, name, buffer.to(dtype))
+
+    on_validation_start = on_test_start = on_predict_start = on_fit_start
+
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.network(self.standardize(x))
+        # In the network's dtype: DeepSpeed casts parameters to bf16, not these buffers.
+        dtype = next(self.network.parameters()).dtype
+        return self.network(self.standardize(x).to(dtype))
 
     def _step(
         self, batch: tuple[Tensor, Tensor], metrics: MetricCollection
@@ -142,7 +155,9 @@ class Classifier(L.LightningModule):
         x, y = batch[0], batch[1]
         logits = self(x)
         metrics.update(logits, y)
-        loss = cross_entropy(logits, y, self.class_weights, self.hparams.label_smoothing)
+        # In float32, as autocast computes it; under DeepSpeed the model is all bf16.
+        weights = self.class_weights.float()
+        loss = cross_entropy(logits.float(), y, weights, self.hparams.label_smoothing)
         return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

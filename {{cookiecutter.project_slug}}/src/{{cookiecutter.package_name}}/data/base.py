@@ -115,7 +115,10 @@ class CheckedDataModule(L.LightningDataModule):
         """Fitted on the training split, or restored from ``fitted_from`` without reading it."""
         if self.fitted_from is None:
             return self.prepared.state
-        checkpoint = torch.load(self.fitted_from, map_location="cpu", weights_only=False)
+        path = Path(self.fitted_from)
+        if path.is_dir():  # DeepSpeed's folder: Lightning's entries are in the model states
+            path = path / "checkpoint" / "mp_rank_00_model_states.pt"
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         key = type(self).__qualname__
         if key not in checkpoint:
             saved_by = [k for k in checkpoint if k.endswith("DataModule")] or ["no data module"]
