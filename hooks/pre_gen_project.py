@@ -12,7 +12,8 @@ IMPORTED = {
     "torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "jsonargparse",
     "sklearn", "pandas", "pyarrow", "numpy", "matplotlib", "wandb", "tensorboard", "yaml", "rich",
     "imagehash", "pil", "tests", "captum", "torchdata", "codecarbon", "onnx", "onnxscript",
-    "onnxruntime", "fastapi", "uvicorn", "multipart", "httpx",
+    "onnxruntime", "fastapi", "uvicorn", "multipart", "httpx", "litdata", "boto3", "obstore",
+    "deepspeed",
 }  # fmt: skip
 # Networks each task can start from; "auto" picks the first.
 NETWORKS = {

@@ -1,5 +1,5 @@
 """Command line: ``fit``, ``validate``, ``test``, ``predict``, ``tune``, ``profile``,
-``benchmark``, ``export`` and ``serve``."""
+``benchmark``, ``export``, ``serve`` and ``shard``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from lightning.pytorch.cli import (
     LightningCLI,
     SaveConfigCallback,
 )
-from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -79,6 +78,7 @@ class ProjectCLI(LightningCLI):
             "benchmark": {"model", "datamodule"},
             "export": {"model", "datamodule"},
             "serve": {"model", "datamodule"},
+            "shard": {"model", "datamodule"},
         }
         return {**LightningCLI.subcommands(), **own}
 
@@ -164,8 +164,7 @@ class ProjectCLI(LightningCLI):
             figure = reports.reliability_figure(bins, metrics["test/ece"])
             plot = self.run_dir / "plots" / "reliability.png"
             reports.publish_figure(figure, plot, self.trainer.loggers)
-        if isinstance(self.trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
-            # Sharded strategies (FSDP, DeepSpeed) can't run the model on this rank alone.
+        if strategies.holds_whole_model(self.trainer.strategy):
             attribution.explain(self.model, self.datamodule, self.run_dir, self.trainer.loggers)
         print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
         print(reports.describe_run(self.run_dir))

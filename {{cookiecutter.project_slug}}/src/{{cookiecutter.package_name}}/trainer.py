@@ -14,7 +14,6 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.tuner import Tuner
 
 from . import benchmark as bench
@@ -22,6 +21,7 @@ from . import export as exporter
 from .data.base import CheckedDataModule
 from .data.findings import raise_on_failures
 from .data.loading import available_cpus
+from .strategies import holds_whole_model
 
 
 class Trainer(L.Trainer):
@@ -34,8 +34,7 @@ class Trainer(L.Trainer):
         Lightning writes checkpoints in place; sharded (FSDP, DeepSpeed) and remote
         checkpoints are left to it.
         """
-        single_file = isinstance(self.strategy, SingleDeviceStrategy | DDPStrategy)
-        if not single_file or "://" in str(filepath):
+        if not holds_whole_model(self.strategy) or "://" in str(filepath):
             super().save_checkpoint(filepath, weights_only, storage_options)
             return
         partial = Path(f"{filepath}.partial")
@@ -96,6 +95,29 @@ class Trainer(L.Trainer):
         """
         datamodule.write_reports(Path(self.default_root_dir), self.loggers)
         raise_on_failures(datamodule.prepared.findings)
+
+    def shard(
+        self,
+        model: L.LightningModule,
+        datamodule: CheckedDataModule,
+        output_dir: str,
+        chunk_bytes: str = "64MB",
+    ) -> dict:
+        """Write the checked, split data as LitData shards for ``StreamingImageDataModule``:
+        ``<output_dir>/{train,val,test}`` and ``meta.json``; the profile and split manifest go
+        to the run directory. Needs ``pip install -e '.[streaming]'``.
+
+        Args:
+            output_dir: A new folder, or object storage such as ``s3://bucket/prefix``.
+            chunk_bytes: Largest chunk file, read whole by a worker; smaller splits get
+                smaller chunks, 16 at least, so that each epoch can shuffle their order.
+        """
+        try:
+            from .data import streaming  # image data only; imports LitData when it runs
+        except ImportError as missing:
+            raise ValueError("shard writes image data: this project has none") from missing
+        datamodule.write_reports(Path(self.default_root_dir), self.loggers)
+        return streaming.write_shards(datamodule, output_dir, chunk_bytes)
 
     def serve(
         self,
