@@ -59,7 +59,16 @@ def split_hashes(split: str) -> Counter:
     return Counter(sample_hashes(inputs))
 
 
-def test_two_processes_train_as_one(tmp_path: Path) -> None:
+TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+
+
+@pytest.mark.parametrize(
+    "profile, tolerance",
+    # The CPU's float32 sums agree to rounding (an accuracy is then exact: one sample is
+    # 1/279); bf16 on the GPUs may flip one borderline prediction.
+    [("ddp_cpu", 1e-5), pytest.param("ddp", 5e-3, marks=TWO_GPUS)],
+)
+def test_two_processes_train_as_one(tmp_path: Path, profile: str, tolerance: float) -> None:
     """One epoch with two processes, then the same run resumed for a second epoch.
 
     A single test: both runs are inputs to every check, and pytest-xdist would otherwise
@@ -68,7 +77,7 @@ def test_two_processes_train_as_one(tmp_path: Path) -> None:
     run, probe = tmp_path / "runs" / "ddp", tmp_path / "probe"
     data = [f"--data.init_args.{key}={value}" for key, value in data_options().items()]
     first = ddp(
-        f"--config={CONFIG}", f"--trainer={TRAINERS / 'ddp_cpu.yaml'}",
+        f"--config={CONFIG}", f"--trainer={TRAINERS / f'{profile}.yaml'}", "--trainer.devices=2",
         f"--trainer.logger={LOGGERS / 'csv.yaml'}", f"--run.root={run.parent}", "--run.name=ddp",
         "--trainer.max_epochs=1", "--model.lr_scheduler=null", *data,  # OneCycle can't extend
         "--trainer.callbacks+=tests.probe.Probe", f"--trainer.callbacks.out={probe}",
@@ -80,7 +89,7 @@ def test_two_processes_train_as_one(tmp_path: Path) -> None:
     check_step_count_continues(probe)
     check_identical_weights(probe)
     check_disjoint_training_shards(probe)
-    check_validation_equals_one_process(probe, run)
+    check_validation_equals_one_process(probe, run, tolerance)
 
 
 def check_written_once(run: Path, output: str) -> None:
@@ -117,7 +126,7 @@ def check_disjoint_training_shards(probe: Path) -> None:
         assert (seen[0] + seen[1]) - train == Counter()  # no sample twice, none from elsewhere
 
 
-def check_validation_equals_one_process(probe: Path, run: Path) -> None:
+def check_validation_equals_one_process(probe: Path, run: Path, tolerance: float) -> None:
     val = split_hashes("val")
     assert val.total() % 2 == 1  # an odd count: padding ranks to equal length would repeat one
     last = [events(probe, rank, "validation")[-1] for rank in (0, 1)]
@@ -130,5 +139,4 @@ def check_validation_equals_one_process(probe: Path, run: Path) -> None:
     (single,) = events(probe, 0, "validation", fn="validate")
     assert Counter(single["samples"]) == val
     for distributed in last:
-        assert distributed["metrics"]["val/acc"] == single["metrics"]["val/acc"]
-        assert distributed["metrics"] == pytest.approx(single["metrics"], rel=1e-5)
+        assert distributed["metrics"] == pytest.approx(single["metrics"], rel=tolerance)

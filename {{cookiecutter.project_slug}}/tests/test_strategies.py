@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from lightning.pytorch.strategies import Strategy
 from {{ cookiecutter.package_name }} import strategies
 from {{ cookiecutter.package_name }}.cli import cli_main
 
-from .conftest import CONFIG, PROJECT, TRAINERS, run
+from .conftest import CONFIG, NO_LOGGER, PROJECT, QUICK, TRAINERS, in_fresh_process, run
 
 PROFILES = sorted(p.stem for p in TRAINERS.glob("*.yaml"))
 GPU_PROFILES = {"gpu", "ddp", "fsdp", "deepspeed"}
@@ -77,6 +78,29 @@ def test_gpu_profile_on_a_cpu_machine_stops_before_reading_data(tmp_path: Path) 
     with pytest.raises(ValueError, match="needs a CUDA GPU and this machine has none"):
         run("fit", tmp_path, f"--trainer={TRAINERS / 'fsdp.yaml'}")
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("profile", ["fsdp", "deepspeed"])
+def test_sharded_training_then_test_and_predict(tmp_path: Path, profile: str) -> None:
+    """On every GPU of the machine; DeepSpeed saves a folder, which test and predict read."""
+    if profile == "deepspeed":
+        pytest.importorskip("deepspeed")
+    placement = ("--trainer.accelerator", "--trainer.devices", "--trainer.strategy")
+    short = [argument for argument in QUICK if argument.split("=")[0] not in placement]
+    trainer = f"--trainer={TRAINERS / f'{profile}.yaml'}"
+    fit = in_fresh_process(
+        "fit", CONFIG, trainer, *short, *NO_LOGGER, f"--run.root={tmp_path}", "--run.name=s"
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run_dir, checkpoint = tmp_path / "s", tmp_path / "s" / "checkpoints" / "last.ckpt"
+    assert json.loads((run_dir / "test_metrics.json").read_text())["test/acc"] > 0
+    for subcommand in ("test", "predict"):
+        result = in_fresh_process(
+            subcommand, run_dir / "config.yaml", trainer, f"--ckpt_path={checkpoint}"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert list(run_dir.glob("predictions*.csv"))
 
 
 def fsdp_units(network: torch.nn.Module) -> list[str]:
