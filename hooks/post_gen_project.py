@@ -16,6 +16,7 @@ TASK_FILES = {
         f"{PACKAGE}/data/image_cache.py",
         f"{PACKAGE}/data/image_checks.py",
         f"{PACKAGE}/data/image_sources.py",
+        f"{PACKAGE}/data/shards.py",
         f"{PACKAGE}/data/streaming.py",
         "configs/streaming.yaml",
         f"{PACKAGE}/networks/cnn.py",

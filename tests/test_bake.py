@@ -99,6 +99,7 @@ TASK = {
         "src/my_project/data/image_cache.py",
         "src/my_project/data/image_checks.py",
         "src/my_project/data/image_sources.py",
+        "src/my_project/data/shards.py",
         "src/my_project/data/streaming.py",
         "configs/streaming.yaml",
         "src/my_project/networks/cnn.py",

@@ -16,7 +16,7 @@ import lightning as L
 import pytest
 import torch
 
-from {{ cookiecutter.package_name }}.data import streaming
+from {{ cookiecutter.package_name }}.data import shards, streaming
 from {{ cookiecutter.package_name }}.data.image import ImageDataModule
 from {{ cookiecutter.package_name }}.data.split import SPLITS
 
@@ -245,10 +245,10 @@ def test_meta_json_travels_through_object_storage(
             (tmp_path / url.removeprefix("s3://")).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(local, tmp_path / url.removeprefix("s3://"))
 
-    monkeypatch.setattr(streaming, "storage", lambda url: Bucket())
-    assert streaming.read_text("s3://bucket/shards/meta.json") is None
-    streaming.write_text("s3://bucket/shards/meta.json", '{"format": "?"}')
-    assert json.loads(streaming.read_text("s3://bucket/shards/meta.json")) == {"format": "?"}
+    monkeypatch.setattr(shards, "storage", lambda url: Bucket())
+    assert shards.read_text("s3://bucket/shards/meta.json") is None
+    shards.write_text("s3://bucket/shards/meta.json", '{"format": "?"}')
+    assert json.loads(shards.read_text("s3://bucket/shards/meta.json")) == {"format": "?"}
     with pytest.raises(ValueError, match=r"s3://bucket/shards holds a meta\.json of another"):
         streaming.StreamingImageDataModule("s3://bucket/shards/")
 

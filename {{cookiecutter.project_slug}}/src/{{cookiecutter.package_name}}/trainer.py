@@ -113,11 +113,11 @@ class Trainer(L.Trainer):
                 smaller chunks, 16 at least, so that each epoch can shuffle their order.
         """
         try:
-            from .data import streaming  # image data only; imports LitData when it runs
+            from .data import shards  # image data only; imports LitData when it runs
         except ImportError as missing:
             raise ValueError("shard writes image data: this project has none") from missing
         datamodule.write_reports(Path(self.default_root_dir), self.loggers)
-        return streaming.write_shards(datamodule, output_dir, chunk_bytes)
+        return shards.write_shards(datamodule, output_dir, chunk_bytes)
 
     def serve(
         self,
