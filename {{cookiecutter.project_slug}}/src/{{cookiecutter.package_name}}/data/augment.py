@@ -129,3 +129,21 @@ class BatchAugment(torch.nn.Module):
             grid = torch.where(inside, grid, -4.0)
         out = F.grid_sample(work, grid, mode="nearest", padding_mode="zeros", align_corners=False)
         return out if native else out.to(images.dtype)
+
+
+def training_augmentation(
+    augment: bool,
+    on_device: bool,
+    rotation_degrees: float,
+    translate: float,
+    crop_padding: int,
+    horizontal_flip: bool,
+) -> tuple[Augmentation, BatchAugment | None, v2.Transform | None]:
+    """The training augmentation (the identity when ``augment`` is off), its batched version
+    when it runs ``on_device``, else the per-sample transform for the loader workers."""
+    augmentation = Augmentation()
+    if augment:
+        augmentation = Augmentation(rotation_degrees, translate, crop_padding, horizontal_flip)
+    if on_device:
+        return augmentation, BatchAugment(augmentation), None
+    return augmentation, None, augmentation.cpu_transform()

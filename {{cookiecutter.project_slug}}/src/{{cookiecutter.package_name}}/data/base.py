@@ -50,7 +50,36 @@ class Prepared:
     groups: list[str] | None = None  # each sample's group, when groups are configured
 
 
-class CheckedDataModule(L.LightningDataModule):
+class FittedState:
+    """What a data module fitted on the training split, read from its ``state`` dict."""
+
+    state: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.state["class_names"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> list[int]:
+        return self.state["input_shape"]
+
+    @property
+    def drift_profile(self) -> dict[str, Any] | None:
+        """The training profile ``serve`` compares recent inputs with (see ``drift``); None
+        in checkpoints saved before profiles were."""
+        return self.state.get("drift_profile")
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Loss weights per class when the imbalance rule asks for them (read by the model)."""
+        return self.state.get("class_weights")
+
+
+class CheckedDataModule(FittedState, L.LightningDataModule):
     """Base of the project's data modules; see the module docstring."""
 
     collate_fn: Callable | None = None  # for datasets that fetch whole batches at once
@@ -127,29 +156,6 @@ class CheckedDataModule(L.LightningDataModule):
                 "it is a checkpoint of another model or task."
             )
         return checkpoint[key]
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.state["class_names"]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def input_shape(self) -> list[int]:
-        return self.state["input_shape"]
-
-    @property
-    def drift_profile(self) -> dict[str, Any] | None:
-        """The training profile ``serve`` compares recent inputs with (see ``drift``); None
-        in checkpoints saved before profiles were."""
-        return self.state.get("drift_profile")
-
-    @property
-    def class_weights(self) -> list[float] | None:
-        """Loss weights per class when the imbalance rule asks for them (read by the model)."""
-        return self.state.get("class_weights")
 
     @property
     def group_names(self) -> list[str] | None:

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from . import image_sources
-from .augment import Augmentation, BatchAugment
+from .augment import training_augmentation
 from .base import CheckedDataModule, InputError, Prepared
 from .checks import (
     class_imbalance,
@@ -167,13 +167,9 @@ class ImageDataModule(CheckedDataModule):
         self.near_duplicate_distance = near_duplicate_distance
         self.cache_dir = cache_dir
         flip = self.shows_photos() if horizontal_flip is None else horizontal_flip
-        self.augmentation = (
-            Augmentation(rotation_degrees, translate, crop_padding, flip)
-            if augment
-            else Augmentation()
+        self.augmentation, self.device_augment, self.train_transform = training_augmentation(
+            augment, augment_on_device, rotation_degrees, translate, crop_padding, flip
         )
-        self.device_augment = BatchAugment(self.augmentation) if augment_on_device else None
-        self.train_transform = None if augment_on_device else self.augmentation.cpu_transform()
 
     def shows_photos(self) -> bool:
         """Whether mirrored images are still valid samples (not digits or letters)."""

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
-from .augment import Augmentation, BatchAugment
+from .augment import training_augmentation
+from .base import FittedState
 from .findings import DataError
 from .loading import LoaderSettings, Workers, resolve_loader
 from .shards import FORMAT, PACKAGE, exists, read_text, require_litdata
@@ -73,7 +74,7 @@ class Positions(Dataset):
         return self.dataset[i]
 
 
-class StreamingImageDataModule(L.LightningDataModule):
+class StreamingImageDataModule(FittedState, L.LightningDataModule):
     """Trains from the shards ``write_shards`` wrote, with the class names, input shape and
     statistics fitted then. Under DDP each rank and loader worker streams its own share: no
     sample twice an epoch, and every rank takes as many training steps.
@@ -129,13 +130,9 @@ class StreamingImageDataModule(L.LightningDataModule):
         self.loader_options = {"num_workers": num_workers, "pin_memory": pin_memory}
         self.loader_options |= {"persistent_workers": False, "prefetch_factor": None}
         flip = self.meta["photos"] if horizontal_flip is None else horizontal_flip
-        self.augmentation = (
-            Augmentation(rotation_degrees, translate, crop_padding, flip)
-            if augment
-            else Augmentation()
+        self.augmentation, self.device_augment, self.train_transform = training_augmentation(
+            augment, augment_on_device, rotation_degrees, translate, crop_padding, flip
         )
-        self.device_augment = BatchAugment(self.augmentation) if augment_on_device else None
-        self.train_transform = None if augment_on_device else self.augmentation.cpu_transform()
 
     # --- what the shards hold -------------------------------------------------------------
     @cached_property
@@ -156,22 +153,6 @@ class StreamingImageDataModule(L.LightningDataModule):
     def state(self) -> dict[str, Any]:
         """What ``ImageDataModule`` fitted on the training split when the shards were written."""
         return self.meta["state"]
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.state["class_names"]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def input_shape(self) -> list[int]:
-        return self.state["input_shape"]
-
-    @property
-    def class_weights(self) -> list[float] | None:
-        return self.state.get("class_weights")
 
     def train_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the training images in [0, 1], shaped (C, 1, 1)."""
