@@ -1,5 +1,5 @@
-"""Command line: ``fit``, ``validate``, ``test``, ``predict``, ``tune``, ``profile``,
-``benchmark``, ``export``, ``serve`` and ``shard``."""
+"""Command line: Lightning's ``fit``, ``validate``, ``test`` and ``predict``, and the project's
+own subcommands (see ``ProjectCLI.subcommands``)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,9 @@ class ProjectCLI(LightningCLI):
             "benchmark": {"model", "datamodule"},
             "export": {"model", "datamodule"},
             "serve": {"model", "datamodule"},
+{%- if cookiecutter.task == "image_classification" %}
             "shard": {"model", "datamodule"},
+{%- endif %}
         }
         return {**LightningCLI.subcommands(), **own}
 

@@ -95,6 +95,7 @@ class Trainer(L.Trainer):
         """
         datamodule.write_reports(Path(self.default_root_dir), self.loggers)
         raise_on_failures(datamodule.prepared.findings)
+{%- if cookiecutter.task == "image_classification" %}
 
     def shard(
         self,
@@ -112,12 +113,11 @@ class Trainer(L.Trainer):
             chunk_bytes: Largest chunk file, read whole by a worker; smaller splits get
                 smaller chunks, 16 at least, so that each epoch can shuffle their order.
         """
-        try:
-            from .data import shards  # image data only; imports LitData when it runs
-        except ImportError as missing:
-            raise ValueError("shard writes image data: this project has none") from missing
+        from .data.shards import write_shards  # which imports LitData when it writes
+
         datamodule.write_reports(Path(self.default_root_dir), self.loggers)
-        return shards.write_shards(datamodule, output_dir, chunk_bytes)
+        return write_shards(datamodule, output_dir, chunk_bytes)
+{%- endif %}
 
     def serve(
         self,
