@@ -16,6 +16,7 @@ TASK_FILES = {
         f"{PACKAGE}/data/image_cache.py",
         f"{PACKAGE}/data/image_checks.py",
         f"{PACKAGE}/data/image_sources.py",
+        f"{PACKAGE}/data/resident.py",
         f"{PACKAGE}/data/shards.py",
         f"{PACKAGE}/data/streaming.py",
         "configs/streaming.yaml",
@@ -25,6 +26,7 @@ TASK_FILES = {
         "tests/test_image_data.py",
         "tests/test_image_runs.py",
         "tests/test_image_networks.py",
+        "tests/test_resident.py",
         "tests/test_streaming.py",
     ],
     "tabular_classification": [

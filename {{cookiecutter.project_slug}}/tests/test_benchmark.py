@@ -17,14 +17,28 @@ from {{ cookiecutter.package_name }}.benchmark import Figures, diagnose
 
 from .conftest import LOGGERS, NO_LOGGER, TRAINERS, run
 
+# Where this task's batches can come from, with the fastest switches of its data and model.
+{%- if cookiecutter.task == "image_classification" %}
+SWITCHES = {
+    "host-batches": ["--data.augment_on_device=true", "--model.channels_last=true"],
+    "resident-split": ["--data.resident=true", "--model.channels_last=true"],
+}
+{%- else %}
+SWITCHES = {"host-batches": []}
+{%- endif %}
+
 
 def figures(loader: float, model: float, train: float, **kwargs) -> Figures:
     settings = {"device": "cuda:0", "precision": "32-true", "batch_size": 64, "num_workers": 2}
     return Figures(**(settings | kwargs), loader=loader, model_step=model, train_step=train)
 
 
-def test_benchmark_measures_and_saves_the_three_throughputs(tmp_path: Path, capsys) -> None:
-    cli = run("benchmark", tmp_path, *NO_LOGGER, "--steps=4", "--warmup=2", "--windows=2")
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+def test_benchmark_measures_and_saves_the_three_throughputs(
+    tmp_path: Path, capsys, switches: list[str]
+) -> None:
+    args = ("--steps=4", "--warmup=2", "--windows=2", *switches)
+    cli = run("benchmark", tmp_path, *NO_LOGGER, *args)
     (run_dir,) = tmp_path.glob("*-benchmark")
     saved = json.loads((run_dir / "benchmark.json").read_text())
     assert saved["device"] == "cpu" and saved["num_workers"] == 0  # auto on the CPU
@@ -97,15 +111,15 @@ def syncs_recorded(syncs: list[str]):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_training_steps_never_wait_for_the_gpu(tmp_path: Path) -> None:
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+def test_training_steps_never_wait_for_the_gpu(tmp_path: Path, switches: list[str]) -> None:
     """The shipped config on a GPU: only logging steps read values back from the device."""
     with syncs_recorded([]) as syncs:
         cli = run(
             "fit", tmp_path, f"--trainer={TRAINERS / 'gpu.yaml'}", "--trainer.max_epochs=1",
             f"--trainer.logger={LOGGERS / 'csv.yaml'}", "--trainer.log_every_n_steps=5",
             "--trainer.enable_progress_bar=true", "--trainer.limit_train_batches=40",
-            "--data.augment_on_device=true", "--model.channels_last=true",
-            "--model.optimizer.init_args.fused=true", "--data.batch_size=32",
+            "--model.optimizer.init_args.fused=true", "--data.batch_size=32", *switches,
             "--trainer.callbacks+=tests.test_benchmark.SyncGuard",
         )  # fmt: skip
     guard = next(c for c in cli.trainer.callbacks if isinstance(c, SyncGuard))

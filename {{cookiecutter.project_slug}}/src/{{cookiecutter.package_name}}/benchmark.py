@@ -1,7 +1,8 @@
 """Is training bound by the data, the model or the loop around them? Three throughputs, side by
 side in one process, and what to change.
 
-1. the loader alone (samples/s a ``DataLoader`` delivers on the host);
+1. the loader alone (samples/s delivered to the device, gathered and augmented there when
+   the data module does that);
 2. the model stepping on one batch already on the device (forward, backward, optimizer);
 3. the full training step through ``Trainer.fit`` with the run's callbacks and logger.
 
@@ -44,7 +45,7 @@ class Figures:
 
     def table(self) -> str:
         rows = [
-            ("loader only", self.loader),
+            ("loader, to the device", self.loader),
             ("model step, batch on the device", self.model_step),
             ("full training step (Trainer.fit)", self.train_step),
         ]
@@ -129,6 +130,7 @@ def diagnose(figures: Figures, cpus: int, channels_last: bool, compiled: bool) -
             )
         if on_gpu:
             figures.advice.append("augment on the device: --data.augment_on_device true")
+            figures.advice.append("images that fit on the GPU: --data.resident true")
         figures.advice.append("a larger --data.batch_size amortises per-batch work")
     elif figures.train_step < OVERHEAD_LIMIT * figures.model_step:
         figures.bound = "the training loop: host work and syncs between steps"

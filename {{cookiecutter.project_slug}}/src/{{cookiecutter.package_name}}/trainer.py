@@ -185,10 +185,13 @@ class Trainer(L.Trainer):
         batches = bench.endless(lambda: iter(loader))
         for _ in range(warmup):
             next(batches)
-        loader_rate = bench.timed(lambda: len(next(batches)[1]), sync, steps, windows)
 
+        def batch() -> tuple:  # as the model takes it: on the device, finished there
+            return datamodule.training_batch(move_data_to_device(next(batches), device))
+
+        loader_rate = bench.timed(lambda: len(batch()[1]), sync, steps, windows)
         model.to(device).train()
-        step = bench.model_step(model, move_data_to_device(next(batches), device), self)
+        step = bench.model_step(model, batch(), self)
         for _ in range(warmup):
             step()
         model_rate = bench.timed(step, sync, steps, windows)

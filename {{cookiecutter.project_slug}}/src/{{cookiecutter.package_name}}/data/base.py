@@ -79,7 +79,27 @@ class FittedState:
         return self.state.get("class_weights")
 
 
-class CheckedDataModule(FittedState, L.LightningDataModule):
+class DeviceBatches:
+    """Training batches finished on the device they were moved to (augmented there, when the
+    augmentation runs batched on the device; a subclass may also gather them there)."""
+
+    trainer: L.Trainer | None
+    device_augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            return self.training_batch(batch)
+        return batch
+
+    def training_batch(self, batch: Any) -> Any:
+        """A training batch as the model takes it, from the batch the loader delivered."""
+        if self.device_augment is None:
+            return batch
+        images, labels = batch
+        return self.device_augment(images), labels
+
+
+class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     """Base of the project's data modules; see the module docstring."""
 
     collate_fn: Callable | None = None  # for datasets that fetch whole batches at once
@@ -210,11 +230,14 @@ class CheckedDataModule(FittedState, L.LightningDataModule):
         """Loader settings for the machine and trainer this module runs with."""
         return resolve_loader(self.batch_size, **self.loader_options, trainer=self.trainer)
 
-    def loader(self, dataset: Dataset, **kwargs: Any) -> StatefulDataLoader:
+    def loader(
+        self, dataset: Dataset, settings: LoaderSettings | None = None, **kwargs: Any
+    ) -> StatefulDataLoader:
         """A DataLoader whose position (and shuffle order) is saved in checkpoints, so a run
         stopped mid-epoch resumes at the next batch, not at the epoch's start."""
+        settings = settings or self.loader_settings
         return StatefulDataLoader(
-            dataset, collate_fn=self.collate_fn, **self.loader_settings.kwargs(), **kwargs
+            dataset, collate_fn=self.collate_fn, **settings.kwargs(), **kwargs
         )
 
     def shard(self, dataset: Dataset, training: bool) -> DistributedSampler | None:
@@ -238,19 +261,24 @@ class CheckedDataModule(FittedState, L.LightningDataModule):
         return self.loader(dataset, sampler=self.shard(dataset, training=False))
 
     def train_dataloader(self) -> StatefulDataLoader:
-        data = self.prepared
+        return self.training_loader(self.prepared.datasets["train"])
+
+    def training_loader(
+        self, train: Dataset, settings: LoaderSettings | None = None
+    ) -> StatefulDataLoader:
+        """Shuffled (or class-balanced, or this rank's shard of) ``train``, whole batches."""
         # The shuffle order and the workers' seeds follow the data seed alone.
         generator = torch.Generator().manual_seed(self.seed)
-        train = data.datasets["train"]
         # Whole batches only (BatchNorm fails on a batch of one), unless there is just one.
-        drop_last = len(train) > self.batch_size
+        options = {"settings": settings, "drop_last": len(train) > self.batch_size}
         if self.state.get("balanced_sampler"):
-            weights = 1.0 / np.bincount(data.train_labels)[data.train_labels]
+            labels = self.prepared.train_labels
+            weights = 1.0 / np.bincount(labels)[labels]
             sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
-            return self.loader(train, sampler=sampler, drop_last=drop_last)  # Lightning shards it
+            return self.loader(train, sampler=sampler, **options)  # Lightning shards it
         if (sampler := self.shard(train, training=True)) is not None:
-            return self.loader(train, sampler=sampler, drop_last=drop_last)
-        return self.loader(train, shuffle=True, generator=generator, drop_last=drop_last)
+            return self.loader(train, sampler=sampler, **options)
+        return self.loader(train, shuffle=True, generator=generator, **options)
 
     def val_dataloader(self) -> StatefulDataLoader:
         return self.evaluation_loader(self.prepared.datasets["val"])

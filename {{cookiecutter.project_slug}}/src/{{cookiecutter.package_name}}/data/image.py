@@ -10,6 +10,8 @@ import hashlib
 import io
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from . import image_sources
 from .augment import training_augmentation
@@ -44,6 +47,7 @@ from .image_checks import (
 from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
 from .loading import Workers
 from .manifest import fingerprint
+from .resident import ResidentSplit, SampleIndices
 from .split import SPLITS, assign_splits
 
 # Torchvision datasets of digits and letters: a mirrored glyph is another glyph or none.
@@ -99,6 +103,7 @@ class ImageDataModule(CheckedDataModule):
         batch_size: int = 64,
         augment: bool = True,
         augment_on_device: bool = False,
+        resident: bool = False,
         rotation_degrees: float = 10.0,  # digits tilt a little when written; more confuses 6/9
         translate: float = 0.1,  # fraction of the image: ~1 pixel at 8x8
         crop_padding: int = 0,
@@ -139,6 +144,9 @@ class ImageDataModule(CheckedDataModule):
             augment_on_device: Augment whole batches on the GPU after the transfer instead of
                 each image in the loader, where the CPU would starve the GPU; same
                 distribution either way.
+            resident: Hold the training images in the accelerator's memory and gather each
+                batch there: no loader workers or host copies in the step. For data that fits
+                (at most half the free device memory); augmentation then runs on the device.
             rotation_degrees: Largest random rotation.
             translate: Largest random shift, as a fraction of the image size.
             crop_padding: Zero-pad by this many pixels, then crop back at random (photos: 4).
@@ -166,9 +174,10 @@ class ImageDataModule(CheckedDataModule):
         self.channels, self.rules = channels, rules
         self.near_duplicate_distance = near_duplicate_distance
         self.cache_dir = cache_dir
+        self.resident = resident
         flip = self.shows_photos() if horizontal_flip is None else horizontal_flip
         self.augmentation, self.device_augment, self.train_transform = training_augmentation(
-            augment, augment_on_device, rotation_degrees, translate, crop_padding, flip
+            augment, augment_on_device or resident, rotation_degrees, translate, crop_padding, flip
         )
 
     def shows_photos(self) -> bool:
@@ -177,12 +186,23 @@ class ImageDataModule(CheckedDataModule):
             return self.torchvision not in GLYPH_DATASETS
         return self.root is not None
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches, once on the device, get the batched augmentation when it is on."""
-        if self.device_augment is None or self.trainer is None or not self.trainer.training:
-            return batch
-        images, labels = batch
-        return self.device_augment(images), labels
+    def training_batch(self, batch: Any) -> Any:
+        """Gathered on the device when the split is resident, and augmented there when the
+        augmentation runs on the device."""
+        if self.resident:
+            batch = self.resident_split.gather(batch)
+        return super().training_batch(batch)
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        if not self.resident:
+            return super().train_dataloader()
+        # Only indices: worker processes would cost more than they save.
+        settings = replace(self.loader_settings, num_workers=0)
+        return self.training_loader(SampleIndices(len(self.resident_split.dataset)), settings)
+
+    @cached_property
+    def resident_split(self) -> ResidentSplit:
+        return ResidentSplit(self.prepared.datasets["train"])
 
     def source(self) -> ImageSource:
         if self.torchvision is not None:

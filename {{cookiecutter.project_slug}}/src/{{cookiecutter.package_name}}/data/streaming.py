@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from .augment import training_augmentation
-from .base import FittedState
+from .base import DeviceBatches, FittedState
 from .findings import DataError
 from .loading import LoaderSettings, Workers, resolve_loader
 from .shards import FORMAT, PACKAGE, exists, read_text, require_litdata
@@ -74,7 +74,7 @@ class Positions(Dataset):
         return self.dataset[i]
 
 
-class StreamingImageDataModule(FittedState, L.LightningDataModule):
+class StreamingImageDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     """Trains from the shards ``write_shards`` wrote, with the class names, input shape and
     statistics fitted then. Under DDP each rank and loader worker streams its own share: no
     sample twice an epoch, and every rank takes as many training steps.
@@ -197,13 +197,6 @@ class StreamingImageDataModule(FittedState, L.LightningDataModule):
                 f"split (--data.init_args.{split}_fraction)."
             )
         return path
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches, once on the device, get the batched augmentation when it is on."""
-        if self.device_augment is None or self.trainer is None or not self.trainer.training:
-            return batch
-        images, labels = batch
-        return self.device_augment(images), labels
 
     @cached_property
     def prepared(self) -> SimpleNamespace:

@@ -1,0 +1,60 @@
+"""A training split held on the device: the same samples as host batches, augmented there,
+and refused up front when it would not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.data.findings import DataError
+from {{ cookiecutter.package_name }}.data.image import ImageDataModule
+from {{ cookiecutter.package_name }}.data.resident import check_fits
+
+from .conftest import NO_LOGGER, run
+
+
+def first_training_batch(datamodule: ImageDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first batch of the epoch as the model gets it, once on the (CPU) device."""
+    batch = next(iter(datamodule.train_dataloader()))
+    datamodule.trainer = SimpleNamespace(training=True)
+    return datamodule.on_after_batch_transfer(batch, 0)
+
+
+def test_resident_batches_hold_the_samples_host_batches_hold() -> None:
+    on_host = ImageDataModule(augment=False, seed=3)
+    resident = ImageDataModule(augment=False, seed=3, resident=True)
+    loader = resident.train_dataloader()
+    indices = next(iter(loader))
+    assert loader.num_workers == 0 and indices.dtype == torch.int64 and indices.ndim == 1
+    images, labels = first_training_batch(resident)
+    expected_images, expected_labels = first_training_batch(on_host)
+    assert images.dtype == torch.uint8
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_resident_split_is_augmented_on_the_device_in_training_only() -> None:
+    datamodule = ImageDataModule(resident=True, rotation_degrees=30, translate=0.2, seed=3)
+    assert datamodule.train_transform is None and datamodule.device_augment is not None
+    indices = next(iter(datamodule.train_dataloader()))
+    validation = next(iter(datamodule.val_dataloader()))
+    untouched, _ = datamodule.resident_split.gather(indices)
+    datamodule.trainer = SimpleNamespace(training=True)
+    images, _ = datamodule.on_after_batch_transfer(indices, 0)
+    assert images.shape == untouched.shape and not torch.equal(images, untouched)
+    datamodule.trainer = SimpleNamespace(training=False)  # validation batches pass as they are
+    assert datamodule.on_after_batch_transfer(validation, 0) is validation
+
+
+def test_a_split_too_large_for_the_device_is_refused_with_the_remedy() -> None:
+    check_fits(needed=2**30, free=4 * 2**30, device=torch.device("cuda:0"))  # a quarter: fine
+    with pytest.raises(DataError, match=r"needs 3\.00 GiB on cuda:0.*Set data\.resident false"):
+        check_fits(needed=3 * 2**30, free=4 * 2**30, device=torch.device("cuda:0"))
+
+
+def test_fit_trains_from_a_resident_split(tmp_path: Path) -> None:
+    cli = run("fit", tmp_path, *NO_LOGGER, "--data.resident=true")
+    assert cli.trainer.global_step == 2 * 4  # two epochs of four batches (conftest.QUICK)
+    assert cli.trainer.datamodule.resident_split.tensors is not None
