@@ -126,3 +126,21 @@ def test_loss_equals_torch_cross_entropy_with_weights_and_smoothing(smoothing: f
         logits, target, weight=weight, label_smoothing=smoothing
     )
     torch.testing.assert_close(cross_entropy(logits, target, weight, smoothing), expected)
+
+
+def test_the_loss_is_weighted_only_when_the_class_weights_differ(fitted) -> None:
+    model = fitted.model
+    x, y = next(iter(fitted.datamodule.val_dataloader()))
+    smoothing = model.hparams.label_smoothing
+    weights = torch.linspace(0.5, 2.0, model.hparams.num_classes)
+    for loaded, weighted in ((torch.ones_like(weights), False), (weights, True)):
+        model.class_weights.copy_(loaded)
+        model.on_fit_start()  # after a checkpoint's weights are restored
+        assert model.weighted_loss is weighted
+        loss, logits = model._step((x, y), model.val_metrics.clone())
+        expected = torch.nn.functional.cross_entropy(
+            logits, y, weight=loaded, label_smoothing=smoothing
+        )
+        torch.testing.assert_close(loss, expected)
+    model.class_weights.fill_(1.0)
+    model.on_fit_start()

@@ -38,15 +38,17 @@ NetworkFactory = Callable[[Sequence[int], int], nn.Module]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
-def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor, smoothing: float) -> Tensor:
+def cross_entropy(
+    logits: Tensor, target: Tensor, weight: Tensor | None, smoothing: float
+) -> Tensor:
     """``F.cross_entropy(logits, target, weight, label_smoothing=smoothing)``, same value.
 
     With both class weights and label smoothing, torch normalises the smoothing term through
     ``masked_select``, whose output size the CPU must read from the GPU at every step; this
     normalises by the same sum, ``weight[target].sum()``, without leaving the device.
     """
-    if smoothing == 0:
-        return F.cross_entropy(logits, target, weight=weight)
+    if weight is None or smoothing == 0:
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=smoothing)
     log_p = F.log_softmax(logits, dim=1)
     nll = F.nll_loss(log_p, target, weight=weight)
     smooth = -(log_p * weight).sum() / weight[target].sum()
@@ -97,6 +99,7 @@ class Classifier(L.LightningModule):
         self.standardize = Standardize(input_shape)
         # Loss weight per class: all ones unless the data's imbalance rule asks for weights.
         self.register_buffer("class_weights", torch.ones(num_classes))
+        self.weighted_loss = True  # until a stage starts and sees whether the weights differ
         self.network = network(input_shape, num_classes)
         self.channels_last = channels_last
         if channels_last:
@@ -132,7 +135,11 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """DeepSpeed casts the network's parameters to bf16 but not its buffers, and BatchNorm
-        refuses statistics of another dtype than its weights: cast them alike."""
+        refuses statistics of another dtype than its weights: cast them alike.
+
+        Equal class weights (the weights are restored by now) take torch's own loss, which
+        launches fewer kernels per step than the weighted one."""
+        self.weighted_loss = bool((self.class_weights != 1).any())
         dtype = next(self.network.parameters()).dtype
         for module in self.network.modules():
             for name, buffer in module.named_buffers(recurse=False):
@@ -156,7 +163,7 @@ class Classifier(L.LightningModule):
         logits = self(x)
         metrics.update(logits, y)
         # In float32, as autocast computes it; under DeepSpeed the model is all bf16.
-        weights = self.class_weights.float()
+        weights = self.class_weights.float() if self.weighted_loss else None
         loss = cross_entropy(logits.float(), y, weights, self.hparams.label_smoothing)
         return loss, logits
 
