@@ -3,6 +3,7 @@ and refused up front when it would not fit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,3 +59,5 @@ def test_fit_trains_from_a_resident_split(tmp_path: Path) -> None:
     cli = run("fit", tmp_path, *NO_LOGGER, "--data.resident=true")
     assert cli.trainer.global_step == 2 * 4  # two epochs of four batches (conftest.QUICK)
     assert cli.trainer.datamodule.resident_split.tensors is not None
+    saved = json.loads((Path(cli.trainer.default_root_dir) / "loader.json").read_text())
+    assert saved["resident"] is True

@@ -45,7 +45,7 @@ from .image_checks import (
     unreadable,
 )
 from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
-from .loading import Workers
+from .loading import LoaderSettings, Workers
 from .manifest import fingerprint
 from .resident import ResidentSplit, SampleIndices
 from .split import SPLITS, assign_splits
@@ -199,6 +199,10 @@ class ImageDataModule(CheckedDataModule):
         # Only indices: worker processes would cost more than they save.
         settings = replace(self.loader_settings, num_workers=0)
         return self.training_loader(SampleIndices(len(self.resident_split.dataset)), settings)
+
+    @property
+    def loader_settings(self) -> LoaderSettings:
+        return replace(super().loader_settings, resident=self.resident)
 
     @cached_property
     def resident_split(self) -> ResidentSplit:

@@ -30,6 +30,7 @@ class LoaderSettings:
     persistent_workers: bool
     prefetch_factor: int | None
     reason: str
+    resident: bool = False  # training batches gathered on the device, not from workers
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``DataLoader``: PyTorch rejects ``persistent_workers`` and
@@ -47,10 +48,13 @@ class LoaderSettings:
 
     def describe(self) -> str:
         pinned = "pinned" if self.pin_memory else "unpinned"
-        return (
+        line = (
             f"Loader: batch {self.batch_size}, {self.num_workers} workers, {pinned} memory "
             f"({self.reason})"
         )
+        if self.resident:
+            line += "; the training split is resident on the device, batches gathered there"
+        return line
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
