@@ -99,6 +99,7 @@ TASK = {
         "src/my_project/data/image_cache.py",
         "src/my_project/data/image_checks.py",
         "src/my_project/data/image_sources.py",
+        "src/my_project/data/resident.py",
         "src/my_project/data/shards.py",
         "src/my_project/data/streaming.py",
         "configs/streaming.yaml",
@@ -108,6 +109,7 @@ TASK = {
         "tests/test_image_data.py",
         "tests/test_image_networks.py",
         "tests/test_image_runs.py",
+        "tests/test_resident.py",
         "tests/test_streaming.py",
     },
     "tabular_classification": {
