@@ -65,6 +65,16 @@ def test_diagnosis_names_the_bound_and_the_remedy(rates, bound: str, advice: str
     assert any(advice in tip for tip in result.advice), result.advice
 
 
+def test_data_bound_advice_names_only_the_data_modules_own_switches() -> None:
+    result = figures(1000, 950, 900)
+    diagnose(result, cpus=2, channels_last=False, compiled=False)
+    assert not any("--data.resident" in tip for tip in result.advice)  # e.g. a table's module
+    offered = ("images that fit on the GPU: --data.resident true",)
+    result = figures(1000, 950, 900)
+    diagnose(result, cpus=2, channels_last=False, compiled=False, data_speedups=offered)
+    assert offered[0] in result.advice
+
+
 def test_model_bound_advice_skips_what_is_already_on() -> None:
     result = figures(5000, 1000, 950, precision="bf16-mixed")
     diagnose(result, cpus=16, channels_last=True, compiled=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import lightning as L
@@ -118,8 +118,15 @@ class StepTimer(L.Callback):
         return self.samples / (self.ended - self.began)
 
 
-def diagnose(figures: Figures, cpus: int, channels_last: bool, compiled: bool) -> None:
-    """Fill in ``bound`` and ``advice`` from the three throughputs."""
+def diagnose(
+    figures: Figures,
+    cpus: int,
+    channels_last: bool,
+    compiled: bool,
+    data_speedups: Sequence[str] = (),
+) -> None:
+    """Fill in ``bound`` and ``advice`` from the three throughputs; ``data_speedups`` are the
+    data module's own switches for a GPU that waits for data."""
     on_gpu = figures.device.startswith("cuda")
     if figures.loader < INPUT_MARGIN * figures.model_step:
         figures.bound = "data loading: the device waits for batches"
@@ -129,8 +136,7 @@ def diagnose(figures: Figures, cpus: int, channels_last: bool, compiled: bool) -
                 f"{cpus} CPUs here)"
             )
         if on_gpu:
-            figures.advice.append("augment on the device: --data.augment_on_device true")
-            figures.advice.append("images that fit on the GPU: --data.resident true")
+            figures.advice += data_speedups
         figures.advice.append("a larger --data.batch_size amortises per-batch work")
     elif figures.train_step < OVERHEAD_LIMIT * figures.model_step:
         figures.bound = "the training loop: host work and syncs between steps"

@@ -213,7 +213,9 @@ class Trainer(L.Trainer):
             torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         )  # fmt: skip
         compiled = getattr(model, "hparams", {}).get("compile", False)
-        bench.diagnose(figures, available_cpus(), getattr(model, "channels_last", False), compiled)
+        channels_last = getattr(model, "channels_last", False)
+        speedups = datamodule.device_speedups
+        bench.diagnose(figures, available_cpus(), channels_last, compiled, speedups)
         if self.is_global_zero:
             path = Path(self.default_root_dir) / "benchmark.json"
             path.write_text(json.dumps(figures.as_dict(), indent=2) + "\n")

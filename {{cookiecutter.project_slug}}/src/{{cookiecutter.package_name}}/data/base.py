@@ -85,6 +85,8 @@ class DeviceBatches:
 
     trainer: L.Trainer | None
     device_augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # What this module offers when the GPU waits for its batches (benchmark's advice).
+    device_speedups: tuple[str, ...] = ()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:

@@ -83,6 +83,10 @@ class ImageDataModule(CheckedDataModule):
 
     collate_fn = staticmethod(ImageTensorDataset.collate)  # batches come whole: __getitems__
     serving_input = "files"
+    device_speedups = (
+        "augment on the device: --data.augment_on_device true",
+        "images that fit on the GPU: --data.resident true",
+    )
 
     def __init__(
         self,

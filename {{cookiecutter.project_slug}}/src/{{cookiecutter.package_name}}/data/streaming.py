@@ -83,6 +83,8 @@ class StreamingImageDataModule(FittedState, DeviceBatches, L.LightningDataModule
     stopped mid-epoch resumes at the next batch.
     """
 
+    device_speedups = ("augment on the device: --data.augment_on_device true",)
+
     def __init__(
         self,
         input_dir: str,
