@@ -280,12 +280,12 @@ def main() -> None:
         result = runs[name]()
         result["median"] = statistics.median(result["rates"])
         print(f"{name}: {result['median']:,.0f} img/s", flush=True)
-        repeats = results.setdefault(name, {"repeats": []})["repeats"]
-        repeats.append(result)
-        results[name]["median"] = statistics.median(r["median"] for r in repeats)
-        results[name]["peak_mb"] = max(r["peak_mb"] for r in repeats)
+        results.setdefault(name, {"repeats": []})["repeats"].append(result)
         gc.collect()
         torch.cuda.empty_cache()
+    for run in results.values():
+        run["median"] = statistics.median(r["median"] for r in run["repeats"])
+        run["peak_mb"] = max(r["peak_mb"] for r in run["repeats"])
     results["device"] = torch.cuda.get_device_name()
     results["torch"], results["lightning"] = torch.__version__, L.__version__
     (options.out / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
