@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from torchmetrics.classification import (
+    MulticlassAccuracy,
     MulticlassCalibrationError,
     MulticlassF1Score,
     MulticlassPrecision,
@@ -17,6 +18,7 @@ from torchmetrics.classification import (
 from {{ cookiecutter.package_name }}.evaluation import (
     PER_CLASS_COLUMNS,
     CalibrationBins,
+    Top1Accuracy,
     WeightedMean,
     expected_calibration_error,
     per_class_table,
@@ -75,6 +77,17 @@ def test_weighted_mean_of_batch_losses_is_the_mean_over_samples() -> None:
     for loss, weight in zip(*losses, strict=True):
         mean.update(loss, weight)
     assert mean.compute().item() == pytest.approx((0.5 * 64 + 2.0 * 64 + 11.0) / 139)
+
+
+def test_top1_accuracy_equals_torchmetrics_over_uneven_batches() -> None:
+    torch.manual_seed(0)
+    ours, reference = Top1Accuracy(), MulticlassAccuracy(5, average="micro")
+    for size in (7, 64, 1):
+        logits, target = torch.randn(size, 5), torch.randint(0, 5, (size,))
+        ours.update(logits, target)
+        reference.update(logits, target)
+    assert ours.compute().item() == pytest.approx(reference.compute().item())
+    assert 0 < ours.compute().item() < 1
 
 
 def test_ece_of_calibrated_predictions_is_zero() -> None:

@@ -3,6 +3,8 @@ non-finite gradient, without host syncs between checks."""
 
 from __future__ import annotations
 
+from math import isfinite
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -18,12 +20,12 @@ class GradientMonitor(L.Callback):
 
     Lightning's ``grad_norm`` utility turns every norm into a Python float, which makes the
     CPU wait for the GPU at every step; this callback keeps the steady state free of such
-    syncs. Every optimizer step it launches one fused norm over all gradients and records, on
-    the device, the first step and the layers that went non-finite. It reads that record
-    (one sync) and logs the norms only every ``every_n_steps`` steps, before each validation,
-    before each checkpoint and at the end of training, so a run stops within
-    ``every_n_steps`` steps of the fault, before any checkpoint of the broken weights is
-    written, naming the step and the layer.
+    syncs. Every optimizer step it launches one fused norm over all gradients and keeps the
+    norms as a row of a table on the device (two kernels: a step is often bound by how fast
+    Python launches them). It reads the table (one copy) and logs the norms only every
+    ``every_n_steps`` steps, before each validation, before each checkpoint and at the end of
+    training, so a run stops within ``every_n_steps`` steps of the fault, before any
+    checkpoint of the broken weights is written, naming the step and the layer.
     The norms go to the loggers directly, in one copy from the device: through
     ``LightningModule.log`` each of the ~60 values would cost a millisecond of host time.
 
@@ -72,12 +74,13 @@ class GradientMonitor(L.Callback):
         self.alerts: list[str] = []
         self._parameters: list[tuple[str, Tensor]] = []
         self._names: list[str] = []
-        self._first_bad_step: Tensor | None = None  # -1 until a gradient goes non-finite
-        self._bad_layers: Tensor | None = None  # which layers were non-finite at that step
+        self._history: Tensor | None = None  # (steps, layers) norms not read yet ...
+        self._filled = 0  # ... in its first rows, the first of them from step _first_step
+        self._first_step = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._first_bad_step = self._bad_layers = None
         self._parameters = list(pl_module.named_parameters())  # walking modules costs a ms
+        self._history, self._filled, self._first_step = None, 0, 0
         self.trends = GradientTrends(*self.trend_options)  # each fit judged by its own start
 
     def on_before_optimizer_step(
@@ -86,34 +89,54 @@ class GradientMonitor(L.Callback):
         named = [(n, p.grad) for n, p in self._parameters if p.grad is not None]
         if not named:  # no parameter has a gradient (e.g. everything frozen)
             return
-        self._names = [name for name, _ in named]
-        norms = torch.stack(torch._foreach_norm([g for _, g in named], self.norm_type))
-        if self.stop_on_nonfinite and trainer.precision != "16-mixed":
-            self._record_nonfinite(norms, trainer.global_step)
+        names = [name for name, _ in named]
+        if names != self._names:  # another set of layers: judge the old rows by the old names
+            self.check(trainer)
+            self._names, self._history = names, None
         every = self.every_n_steps or trainer.log_every_n_steps
+        self._record([g for _, g in named], trainer.global_step, every or 50)
         due = bool(every) and (trainer.global_step + 1) % every == 0
-        if due or self.trends.baseline_step is None:
-            values = norms.tolist()  # one copy from the device
+        full = self._history is not None and self._filled == len(self._history)
+        if due or full or self.trends.baseline_step is None:
+            values = self._read(trainer)[-1]  # this step's norms: the last row
             if due:
                 self._log(trainer, values)
             for alert in self.trends.update(trainer.global_step, self._names, values):
                 rank_zero_warn(alert)
                 self.alerts.append(alert)
-            if due:
-                self.check(trainer)
         histograms = self.histogram_every_n_steps
         if histograms and (trainer.global_step + 1) % histograms == 0:
             self._histograms(trainer)
 
-    def _record_nonfinite(self, norms: Tensor, step: int) -> None:
-        """Keep the first non-finite step and its layers, on the device (no sync)."""
-        if self._first_bad_step is None or self._bad_layers is None:
-            self._first_bad_step = torch.full((), -1, device=norms.device, dtype=torch.long)
-            self._bad_layers = torch.zeros(norms.shape, device=norms.device, dtype=torch.bool)
-        nonfinite = ~torch.isfinite(norms)
-        first = (self._first_bad_step < 0) & nonfinite.any()
-        self._first_bad_step = torch.where(first, step, self._first_bad_step)
-        self._bad_layers = torch.where(first, nonfinite, self._bad_layers)
+    def _record(self, gradients: list[Tensor], step: int, rows: int) -> None:
+        """This step's norms, as the next row of a table on the device: two kernels, no sync."""
+        if self._history is None:
+            shape = (rows, len(gradients))
+            self._history = torch.empty(shape, device=gradients[0].device, dtype=torch.float32)
+        if self._filled == 0:
+            self._first_step = step
+        norms = torch._foreach_norm(gradients, self.norm_type)
+        torch.stack(norms, out=self._history[self._filled])
+        self._filled += 1
+
+    def _read(self, trainer: L.Trainer) -> list[list[float]]:
+        """The rows recorded since the last read, in one copy from the device; raises on the
+        first non-finite norm (unless the stop is off) and empties the table."""
+        if self._history is None or not self._filled:
+            return []
+        rows = self._history[: self._filled].tolist()
+        self._filled = 0
+        stop = self.stop_on_nonfinite and trainer.precision != "16-mixed"
+        for offset, row in enumerate(rows):
+            bad = [name for name, norm in zip(self._names, row, strict=True) if not isfinite(norm)]
+            if bad and stop:
+                raise FloatingPointError(
+                    f"Non-finite gradient in {', '.join(repr(n) for n in bad[:5])} at step "
+                    f"{self._first_step + offset} (noticed at step {trainer.global_step}). "
+                    "Lower the learning rate, set trainer.gradient_clip_val, or look for "
+                    "NaN/Inf in the inputs of that batch."
+                )
+        return rows
 
     def _log(self, trainer: L.Trainer, norms: list[float]) -> None:
         total = float(torch.linalg.vector_norm(torch.tensor(norms), self.norm_type))
@@ -144,18 +167,8 @@ class GradientMonitor(L.Callback):
                 logger.log_metrics(histograms, step=trainer.global_step)
 
     def check(self, trainer: L.Trainer) -> None:
-        """Raise if a gradient went non-finite since training started (reads the device)."""
-        if self._first_bad_step is None or self._bad_layers is None:
-            return
-        step = int(self._first_bad_step)
-        if step < 0:
-            return
-        bad = [n for n, b in zip(self._names, self._bad_layers.tolist(), strict=True) if b]
-        raise FloatingPointError(
-            f"Non-finite gradient in {', '.join(repr(n) for n in bad[:5])} at step {step} "
-            f"(noticed at step {trainer.global_step}). Lower the learning rate, set "
-            "trainer.gradient_clip_val, or look for NaN/Inf in the inputs of that batch."
-        )
+        """Raise if a gradient went non-finite since the last check (reads the device)."""
+        self._read(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer)
