@@ -38,6 +38,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from phases import Phases, PhaseTimer, table
 
 WINDOW = 40  # steps per timing window
 SKIP = 10  # steps of each epoch left out of the timing (loader restart, epoch-end work)
@@ -124,9 +125,14 @@ def synthetic(samples: int) -> tuple[np.ndarray, torch.Tensor]:
 
 
 def run_project(
-    package: str, project: Path, out: Path, *extra: str, profile: Path | None = None
+    package: str,
+    project: Path,
+    out: Path,
+    *extra: str,
+    profile: Path | None = None,
 ) -> dict:
-    """A: the project's own ``fit`` command, with a timer added to its callbacks."""
+    """A: the project's own ``fit`` command, with a timer and a ``PhaseTimer`` added to its
+    callbacks (six empty hooks a step: microseconds)."""
     cli_main = importlib.import_module(f"{package}.cli").cli_main
     module = __name__
     profiled = {"profile": str(profile or "")}
@@ -153,13 +159,15 @@ def run_project(
         "--trainer.limit_test_batches=1",
         *extra,
         "--trainer.callbacks+=" + json.dumps(timer_spec),
+        "--trainer.callbacks+=phases.PhaseTimer",
     ]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cli = cli_main(args)
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, WindowTimer))
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
-    return {"rates": timer.rates, "peak_mb": peak}
+    phases = next(c for c in cli.trainer.callbacks if isinstance(c, PhaseTimer)).phases
+    return {"rates": timer.rates, "peak_mb": peak, "phases": phases.medians()}
 
 
 # Batches from loader workers in host memory, not gathered from the resident split.
@@ -175,10 +183,15 @@ PARTS = frozenset({"gather", "augment", "clip", "schedule"})  # B's work beyond 
 
 
 def run_plain(
-    package: str, steps: int, batch: int, parts: frozenset[str] = PARTS, compile_mode: str = ""
+    package: str,
+    steps: int,
+    batch: int,
+    parts: frozenset[str] = PARTS,
+    compile_mode: str = "",
 ) -> dict:
     """B (every part) and C (no part): the project's network and augmentation, no framework
     around them. Other subsets show where B's time beyond C's goes."""
+    phases = Phases()
     resnet = importlib.import_module(f"{package}.networks.resnet")
     augment = importlib.import_module(f"{package}.data.augment")
     torch.manual_seed(0)
@@ -204,6 +217,8 @@ def run_plain(
     resident = standardize(fixed[0])
 
     def step(i: int) -> None:
+        timed = i >= SKIP
+        phases.start()
         if "gather" in parts:
             index = order[(i * batch) % (len(order) - batch) :][:batch]
             x, y = images[index], labels[index]
@@ -212,15 +227,19 @@ def run_plain(
         if "augment" in parts:
             x = jitter(x)
         x = standardize(x) if parts else resident
+        phases.mark("fetch", timed)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = F.cross_entropy(model(x), y, label_smoothing=0.05)
+        phases.mark("forward", timed)
         loss.backward()
+        phases.mark("backward", timed)
         if "clip" in parts:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if "schedule" in parts:
             schedule.step()
+        phases.mark("step", timed)
 
     torch.cuda.reset_peak_memory_stats()
     rates = []
@@ -232,7 +251,8 @@ def run_plain(
         if i >= SKIP and (i - SKIP + 1) % WINDOW == 0:
             torch.cuda.synchronize()
             rates.append(WINDOW * batch / (time.perf_counter() - started))
-    return {"rates": rates, "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    return {"rates": rates, "peak_mb": peak, "phases": phases.medians()}
 
 
 def main() -> None:
@@ -286,6 +306,8 @@ def main() -> None:
     for run in results.values():
         run["median"] = statistics.median(r["median"] for r in run["repeats"])
         run["peak_mb"] = max(r["peak_mb"] for r in run["repeats"])
+        phases = [r["phases"] for r in run["repeats"]]
+        run["phases"] = {key: statistics.median(p[key] for p in phases) for key in phases[0]}
     results["device"] = torch.cuda.get_device_name()
     results["torch"], results["lightning"] = torch.__version__, L.__version__
     (options.out / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -299,6 +321,9 @@ def main() -> None:
             f"{name:<14}{result['median']:>16,.0f}{len(result['repeats']):>9}"
             f"{result['peak_mb']:>10,.0f}{ratio.get('B', 0):>7.3f}{ratio.get('C', 0):>7.3f}"
         )
+    if "A" in results and "B" in results:
+        print("\nHost time per step, by phase (median of the repeats):")
+        print(table(results["A"]["phases"], results["B"]["phases"]))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ SWITCHES = {
     "host-batches": ["--data.augment_on_device=true", "--model.channels_last=true"],
     "resident-split": ["--data.resident=true", "--model.channels_last=true"],
 }
+SYNC_BATCH = 32  # 40 steps of the digits
 {%- else %}
 SWITCHES = {"host-batches": []}
+SYNC_BATCH = 8  # 40 steps of a few hundred training rows
 {%- endif %}
 
 
@@ -129,7 +131,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path: Path, switches: list[st
             "fit", tmp_path, f"--trainer={TRAINERS / 'gpu.yaml'}", "--trainer.max_epochs=1",
             f"--trainer.logger={LOGGERS / 'csv.yaml'}", "--trainer.log_every_n_steps=5",
             "--trainer.enable_progress_bar=true", "--trainer.limit_train_batches=40",
-            "--model.optimizer.init_args.fused=true", "--data.batch_size=32", *switches,
+            "--model.optimizer.init_args.fused=true", f"--data.batch_size={SYNC_BATCH}", *switches,
             "--trainer.callbacks+=tests.test_benchmark.SyncGuard",
         )  # fmt: skip
     guard = next(c for c in cli.trainer.callbacks if isinstance(c, SyncGuard))

@@ -1,0 +1,96 @@
+"""Host time per phase of a training step, for ``throughput.py``'s ``A_phases`` and
+``B_phases`` runs: where A's time beyond B's goes when both are bound by the host.
+
+Nothing here waits for the GPU, so each figure is the time Python spent launching that part
+of the step (or blocked launching it, once the GPU's queue is full).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import lightning as L
+
+SKIP = 10  # steps of each epoch left out (loader restart, epoch-end work)
+
+# The hooks Lightning calls in each step, in order, and what runs between one and the next.
+A_PHASES = {
+    "on_train_batch_start": "between steps: loop, fetch, transfer, gather, augment",
+    "on_before_zero_grad": "training_step: forward, loss, metrics",
+    "on_before_backward": "zero_grad, closure",
+    "on_after_backward": "backward",
+    "on_before_optimizer_step": "callbacks before the optimizer step",
+    "on_train_batch_end": "clipping, optimizer step, LR schedule",
+}
+B_PHASES = {
+    "fetch": "gather, augment, standardise",
+    "forward": "forward, loss",
+    "backward": "backward",
+    "step": "clipping, optimizer step, zero_grad, LR schedule",
+}
+
+
+class Phases:
+    """Median milliseconds per named phase, from ``mark(name)`` at the end of each phase."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.last: float | None = None
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+
+    def mark(self, name: str, timed: bool = True) -> None:
+        now = time.perf_counter()
+        if timed and self.last is not None:
+            self.times.setdefault(name, []).append((now - self.last) * 1e3)
+        self.last = now
+
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(times) for name, times in self.times.items()}
+
+
+class PhaseTimer(L.Callback):
+    """Marks the end of each phase of ``A_PHASES`` in the timed steps (epochs after the
+    first, ``SKIP`` steps into each). Added after the config's callbacks, so their work in a
+    hook counts towards the phase that hook ends (Lightning runs ModelCheckpoint last)."""
+
+    def __init__(self) -> None:
+        self.phases = Phases()
+
+    def mark(self, trainer: L.Trainer, hook: str) -> None:
+        timed = trainer.current_epoch >= 1 and trainer.fit_loop.epoch_loop.batch_idx >= SKIP
+        self.phases.mark(hook, timed)
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        self.mark(trainer, "on_train_batch_start")
+
+    def on_before_zero_grad(self, trainer, *args) -> None:
+        self.mark(trainer, "on_before_zero_grad")
+
+    def on_before_backward(self, trainer, *args) -> None:
+        self.mark(trainer, "on_before_backward")
+
+    def on_after_backward(self, trainer, *args) -> None:
+        self.mark(trainer, "on_after_backward")
+
+    def on_before_optimizer_step(self, trainer, *args) -> None:
+        self.mark(trainer, "on_before_optimizer_step")
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.mark(trainer, "on_train_batch_end")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.phases.start()
+
+
+def table(a: dict[str, float], b: dict[str, float]) -> str:
+    """A's and B's phases one under the other, with each one's total."""
+    lines = []
+    for run, medians, names in (("A", a, A_PHASES), ("B", b, B_PHASES)):
+        for key, what in names.items():
+            if key in medians:
+                lines.append(f"{run}  {what:<58}{medians[key]:>7.2f} ms")
+        lines.append(f"{run}  {'total':<58}{sum(medians.values()):>7.2f} ms")
+    return "\n".join(lines)
