@@ -15,6 +15,7 @@ TASK_FILES = {
         f"{PACKAGE}/data/image.py",
         f"{PACKAGE}/data/image_cache.py",
         f"{PACKAGE}/data/image_checks.py",
+        f"{PACKAGE}/data/image_profile.py",
         f"{PACKAGE}/data/image_sources.py",
         f"{PACKAGE}/data/resident.py",
         f"{PACKAGE}/data/shards.py",

@@ -98,6 +98,7 @@ TASK = {
         "src/my_project/data/image.py",
         "src/my_project/data/image_cache.py",
         "src/my_project/data/image_checks.py",
+        "src/my_project/data/image_profile.py",
         "src/my_project/data/image_sources.py",
         "src/my_project/data/resident.py",
         "src/my_project/data/shards.py",

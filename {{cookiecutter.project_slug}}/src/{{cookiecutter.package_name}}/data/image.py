@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -32,7 +31,6 @@ from .checks import (
     imbalance_remedy,
     within_split_duplicates,
 )
-from .drift import fit_profile
 from .findings import Finding, nothing_usable
 from .groups import groups_of, read_group_mapping
 from .image_cache import ImageTensorDataset, decode_cached
@@ -44,6 +42,7 @@ from .image_checks import (
     perceptual_hash,
     unreadable,
 )
+from .image_profile import drift_profile, image_features, sample_grid
 from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
 from .loading import LoaderSettings, Workers
 from .manifest import fingerprint
@@ -56,20 +55,6 @@ GLYPH_DATASETS = {"MNIST", "EMNIST", "KMNIST", "QMNIST", "SVHN", "USPS", "Omnigl
 DECODING_RULES = ("unreadable_image", "channel_mismatch", "size_mismatch")
 # What serve accepts: the formats of the training files (image_sources.SUFFIXES).
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
-CHANNEL_NAMES = {1: ["grey"], 3: ["red", "green", "blue"]}
-
-
-def image_features(pixels: np.ndarray, sizes: Sequence[tuple[int, int]]) -> dict[str, np.ndarray]:
-    """What the drift monitor watches: each channel's mean and standard deviation of the
-    ``uint8`` (N, C, H, W) ``pixels`` as the model gets them, and the (width, height)
-    ``sizes`` of the images as they came, before resizing."""
-    flat = pixels.reshape(len(pixels), pixels.shape[1], -1).astype(np.float32)
-    means, stds = flat.mean(axis=2), flat.std(axis=2)
-    features = {}
-    for c, channel in enumerate(CHANNEL_NAMES[pixels.shape[1]]):
-        features[f"{channel} mean"], features[f"{channel} std"] = means[:, c], stds[:, c]
-    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
-    return features | {"width": sizes[:, 0], "height": sizes[:, 1]}
 
 
 class ImageDataModule(CheckedDataModule):
@@ -275,7 +260,7 @@ class ImageDataModule(CheckedDataModule):
             "channels": channels,
             **imbalance_remedy(imbalance, train_labels, len(class_names)),
             # Sizes as the files have them, before resizing: the headers opened above.
-            "drift_profile": self.drift_profile_of(pixels, rows["train"], original_sizes),
+            "drift_profile": drift_profile(pixels, rows["train"], original_sizes),
         }
         transforms = {"train": self.train_transform}
         datasets = {
@@ -297,19 +282,6 @@ class ImageDataModule(CheckedDataModule):
             datasets, train_labels, ids, names, list(splits), digest, findings, state, counts,
             groups,
         )  # fmt: skip
-
-    @staticmethod
-    def drift_profile_of(
-        pixels: np.ndarray, rows: np.ndarray, sizes: list[tuple[int, int]], chunk: int = 4096
-    ) -> dict[str, Any]:
-        """The training profile of ``image_features`` over the decoded images ``rows``,
-        ``chunk`` at a time (``pixels`` may be a memory map larger than RAM); ``sizes``: each
-        decoded image's size in its file."""
-        parts = []
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            parts.append(image_features(pixels[part], [sizes[i] for i in part]))
-        return fit_profile({name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
 
     def open_all(self, source: ImageSource, findings: list[Finding]) -> dict[int, tuple]:
         """(mode, (width, height)) of every sample that opens as an image; headers only."""
@@ -425,23 +397,3 @@ class ImageDataModule(CheckedDataModule):
 
     def profile_figures(self) -> dict[str, Figure]:
         return {"samples": sample_grid(self.prepared.datasets["train"], self.class_names)}
-
-
-def sample_grid(
-    dataset: ImageTensorDataset, class_names: Sequence[str], per_class: int = 8
-) -> Figure:
-    """The first ``per_class`` images of each class, untransformed: one row per class."""
-    rows = len(class_names)
-    fig, axes = plt.subplots(rows, per_class, figsize=(per_class, rows), squeeze=False)
-    for row, name in enumerate(class_names):
-        chosen = dataset.pixels((dataset.labels == row).nonzero().flatten()[:per_class].numpy())
-        for col, ax in enumerate(axes[row]):
-            ax.axis("off")
-            if col < len(chosen):
-                pixels = chosen[col]
-                image = pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)
-                ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        axes[row][0].set_title(name, fontsize=8, loc="left")
-    fig.suptitle("Training samples per class")
-    fig.tight_layout()
-    return fig
