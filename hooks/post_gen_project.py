@@ -33,6 +33,8 @@ TASK_FILES = {
     "tabular_classification": [
         f"{PACKAGE}/data/tabular.py",
         f"{PACKAGE}/data/table_checks.py",
+        f"{PACKAGE}/data/table_encoding.py",
+        f"{PACKAGE}/data/table_profile.py",
         f"{PACKAGE}/networks/mlp.py",
         "tests/test_tabular_data.py",
         "tests/test_table_runs.py",

@@ -116,6 +116,8 @@ TASK = {
     "tabular_classification": {
         "src/my_project/data/tabular.py",
         "src/my_project/data/table_checks.py",
+        "src/my_project/data/table_encoding.py",
+        "src/my_project/data/table_profile.py",
         "src/my_project/networks/mlp.py",
         "tests/test_tabular_data.py",
         "tests/test_table_runs.py",

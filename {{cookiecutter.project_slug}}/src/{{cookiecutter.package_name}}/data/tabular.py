@@ -3,16 +3,13 @@ checked, cleaned, split by the seed or by time, and encoded by one fitted defini
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from sklearn.datasets import load_breast_cancer
 from torch.utils.data import Dataset, TensorDataset
 
 from .base import CheckedDataModule, InputError, Prepared
@@ -35,7 +32,6 @@ from .table_checks import (
     label_leaks,
     missing_values,
     name_rows,
-    numbers,
     outliers,
     parse_times,
     robust_z,
@@ -43,90 +39,10 @@ from .table_checks import (
     texts,
     time_order,
 )
+from .table_encoding import as_cell, check_columns, encode, fit_encoding, read_table, typed_column
+from .table_profile import histograms, missing_map
 
 EMBEDDED = "embedded breast cancer"
-
-
-def read_table(path: Path | None, target: str) -> pd.DataFrame:
-    """Rows numbered from 0 in file order. CSV cells are read as text, so that every type
-    is decided here, the same way for training and prediction; only empty cells are missing."""
-    if path is None:
-        bunch = load_breast_cancer(as_frame=True)
-        return bunch.data.assign(**{target: bunch.target.map(dict(enumerate(bunch.target_names)))})
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such file (data.path and predict_path take CSV or Parquet)")
-    if Path(path).suffix == ".parquet":
-        table = pd.read_parquet(path)
-    else:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    return table.rename(columns=str).reset_index(drop=True)
-
-
-def encode(frame: pd.DataFrame, state: dict[str, Any]) -> torch.Tensor:
-    """Rows as float32 features, from the fitted ``state`` alone: numbers with missing cells
-    set to the training median; categories one-hot over the training vocabulary, plus one
-    slot for unseen or missing ones. Training, ``predict`` and serving all call this."""
-    blocks = [np.zeros((len(frame), 0), dtype=np.float32)]
-    for name in state["columns"]:
-        if name in state["categorical"]:
-            vocabulary = state["categorical"][name]
-            codes = pd.Index(vocabulary, dtype=object).get_indexer(texts(frame[name]))
-            codes = np.where(codes < 0, len(vocabulary), codes)
-            blocks.append(np.eye(len(vocabulary) + 1, dtype=np.float32)[codes])
-        else:
-            values = numbers(frame[name], dates=name in state["dates"])
-            blocks.append(values.fillna(state["numeric"][name]).to_numpy(np.float32)[:, None])
-    return torch.from_numpy(np.concatenate(blocks, axis=1))
-
-
-def check_columns(columns: Iterable[str], state: dict[str, Any], where: str, extra: bool) -> None:
-    """An InputError unless ``columns`` hold every column the model needs; ``extra``: others
-    are allowed (a file's label or notes), else named as unknown."""
-    columns, expected = list(columns), state["columns"]
-    absent = [name for name in expected if name not in columns]
-    if absent:
-        raise InputError(f"{where}: no column {absent} (the model needs {expected})")
-    unknown = [name for name in columns if name not in expected]
-    if unknown and not extra:
-        raise InputError(f"{where}: unknown column {unknown} (the model takes {expected})")
-
-
-def as_cell(value: Any) -> str | None:
-    """A JSON value as the text cell a CSV file would hold (``read_table`` reads those)."""
-    if isinstance(value, (dict, list)):
-        raise TypeError(f"{value!r} is not a single value")
-    return None if value is None or value == "" else str(value)
-
-
-def fit_encoding(
-    train: pd.DataFrame, kinds: dict, features: list[str], limit: int, findings: list[Finding]
-) -> dict[str, Any]:
-    """What ``encode`` needs, from the training rows only: medians, and vocabularies of the
-    ``limit`` most frequent categories (ties by name)."""
-    numeric, categorical, names = {}, {}, []
-    for name in features:
-        if kinds[name] != "categorical":
-            median = train[name].median()
-            numeric[name] = 0.0 if pd.isna(median) else float(median)
-            names.append(name)
-            continue
-        counts = sorted(train[name].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
-        categorical[name] = [str(value) for value, _ in counts[:limit]]
-        names += [f"{name}={value}" for value in [*categorical[name], "<unknown>"]]
-        if len(counts) > limit:
-            message = (
-                f"kept the {limit} most frequent of {len(counts)} training categories; "
-                "the rest map to the unknown slot"
-            )
-            findings.append(Finding("category_cap", "info", name, message))
-    return {
-        "input_shape": [len(names)],
-        "columns": features,
-        "numeric": numeric,
-        "categorical": categorical,
-        "dates": [name for name in features if kinds[name] == "date"],
-        "feature_names": names,
-    }
 
 
 class TabularDataModule(CheckedDataModule):
@@ -415,39 +331,5 @@ class TabularDataModule(CheckedDataModule):
         return {"histograms": histograms(table), "missing_values": missing_map(table)}
 
 
-def typed_column(column: pd.Series, kind: str) -> pd.Series:
-    return texts(column) if kind == "categorical" else numbers(column, kind == "date")
-
-
 def dropped_columns(findings: list[Finding]) -> dict[str, str]:
     return {f.subject: f.check for f in findings if f.action == "drop"}
-
-
-def histograms(table: pd.DataFrame, limit: int = 30) -> Figure:
-    """Distributions of the first ``limit`` numeric columns of the training rows."""
-    numeric = [n for n in table.columns if pd.api.types.is_numeric_dtype(table[n])][:limit]
-    cols = min(6, max(len(numeric), 1))
-    rows = max(1, -(-len(numeric) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.8 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, name in zip(axes.flat, numeric, strict=False):
-        ax.axis("on")
-        ax.hist(table[name].dropna(), bins=30, color="tab:blue")
-        ax.set_title(name, fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.suptitle("Training features")
-    fig.tight_layout()
-    return fig
-
-
-def missing_map(table: pd.DataFrame, limit: int = 1000) -> Figure:
-    """Missing cells (shaded) of up to ``limit`` training rows, evenly spaced."""
-    rows = table.iloc[np.linspace(0, len(table) - 1, min(limit, len(table))).astype(int)]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(table.columns) + 2), 4))
-    ax.imshow(rows.isna().to_numpy(), aspect="auto", cmap="Greys", vmin=0, vmax=1,
-              interpolation="nearest")  # fmt: skip
-    ax.set_xticks(range(len(table.columns)), table.columns, rotation=90, fontsize=6)
-    ax.set(ylabel="training rows", title=f"Missing values ({int(table.isna().sum().sum())} cells)")
-    fig.tight_layout()
-    return fig
