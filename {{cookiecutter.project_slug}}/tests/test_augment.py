@@ -17,6 +17,7 @@ from {{ cookiecutter.package_name }}.data.augment import Augmentation, BatchAugm
 ALPHA = 1e-3  # "different" below this p-value; the RNG is seeded, so no test is flaky
 SAMPLES = 3000
 FULL = Augmentation(rotation_degrees=15, translate=0.1, crop_padding=3, horizontal_flip=True)
+CROP_FLIP = Augmentation(crop_padding=4, horizontal_flip=True)  # no affine part: a gather
 DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU")),
@@ -86,7 +87,8 @@ def chi2_pvalue(a: np.ndarray, b: np.ndarray) -> float:
 def reference(image: torch.Tensor, draws: Draws, i: int, padding: int) -> torch.Tensor:
     """Sample ``i`` through torchvision's own kernels with the batch path's draws."""
     height, width = image.shape[-2:]
-    angle, translate = float(draws.angle[i]), draws.translate[i].tolist()
+    angle = 0.0 if draws.angle is None else float(draws.angle[i])
+    translate = [0, 0] if draws.translate is None else draws.translate[i].tolist()
     nearest = v2.InterpolationMode.NEAREST
     out = TF.affine(image, angle, translate, 1.0, [0.0, 0.0], interpolation=nearest, fill=0)
     left, top = draws.crop[i].tolist()
@@ -94,11 +96,14 @@ def reference(image: torch.Tensor, draws: Draws, i: int, padding: int) -> torch.
     return TF.horizontal_flip(out) if draws.flip[i] else out
 
 
+@pytest.mark.parametrize("augmentation", [FULL, CROP_FLIP], ids=["full", "crop+flip"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.bfloat16])
-def test_keeps_shape_dtype_and_device(dtype: torch.dtype, device: str) -> None:
+def test_keeps_shape_dtype_and_device(
+    dtype: torch.dtype, device: str, augmentation: Augmentation
+) -> None:
     images = torch.randint(0, 256, (8, 3, 12, 10), device=device).to(dtype)
-    out = BatchAugment(FULL)(images)
+    out = BatchAugment(augmentation)(images)
     assert (out.shape, out.dtype, out.device) == (images.shape, dtype, images.device)
     assert not torch.equal(out, images)
 
@@ -131,8 +136,9 @@ def test_draws_differ_within_a_batch_and_follow_the_seed() -> None:
         (FULL, torch.float64, (32, 32)),
         (FULL, torch.float64, (20, 27)),
         (Augmentation(translate=0.2, crop_padding=3, horizontal_flip=True), torch.uint8, (20, 27)),
+        (CROP_FLIP, torch.uint8, (20, 27)),
     ],
-    ids=["float64 square", "float64 oblong", "uint8 no rotation"],
+    ids=["float64 square", "float64 oblong", "uint8 no rotation", "uint8 crop+flip"],
 )
 def test_same_pixels_as_torchvision_for_the_same_draws(
     augmentation: Augmentation, dtype: torch.dtype, size: tuple[int, int]
@@ -141,7 +147,7 @@ def test_same_pixels_as_torchvision_for_the_same_draws(
     images = torch.randint(0, 256, (32, 3, *size)).to(dtype)
     batch = BatchAugment(augmentation)
     draws = batch.draw(len(images), *size, images.device)
-    out = batch.warp(images, draws)
+    out = batch.apply(images, draws)
     for i, image in enumerate(images):
         assert torch.equal(out[i], reference(image, draws, i, augmentation.crop_padding)), i
 

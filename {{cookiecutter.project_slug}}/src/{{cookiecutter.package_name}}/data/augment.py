@@ -60,14 +60,15 @@ def random_crop(image: Tensor, padding: int) -> Tensor:
 class Draws(NamedTuple):
     """One sample's parameters per row, in torchvision's terms."""
 
-    angle: Tensor  # (N,) degrees
-    translate: Tensor  # (N, 2) whole pixels (tx, ty), as RandomAffine rounds them
+    angle: Tensor | None  # (N,) degrees; None without an affine part
+    translate: Tensor | None  # (N, 2) whole pixels (tx, ty), as RandomAffine rounds them
     crop: Tensor  # (N, 2) crop corner (left, top) in the padded image
     flip: Tensor  # (N,) bool
 
 
 class BatchAugment(torch.nn.Module):
-    """:class:`Augmentation` applied to a (N, C, H, W) batch on its own device, as one warp."""
+    """:class:`Augmentation` applied to a (N, C, H, W) batch on its own device, as one warp
+    (or, without an affine part, one gather)."""
 
     # torchvision v2 transforms given a batch tensor draw ONE parameter set for the whole batch
     # (every image gets the same shift); this draws per sample, from the global torch RNG.
@@ -80,18 +81,28 @@ class BatchAugment(torch.nn.Module):
         if not self.augmentation.active:
             return images
         n, _, height, width = images.shape
-        return self.warp(images, self.draw(n, height, width, images.device))
+        return self.apply(images, self.draw(n, height, width, images.device))
+
+    def apply(self, images: Tensor, draws: Draws) -> Tensor:
+        """Every image moved by its own draws."""
+        return self.warp(images, draws) if self.augmentation.affine else self.shift(images, draws)
 
     def draw(self, n: int, height: int, width: int, device: torch.device) -> Draws:
         """Per-sample parameters, each drawn as its torchvision transform draws its one."""
         aug = self.augmentation
-        angle = torch.empty(n, device=device).uniform_(-aug.rotation_degrees, aug.rotation_degrees)
-        limits = (aug.translate * width, aug.translate * height)
-        shifts = [torch.empty(n, device=device).uniform_(-limit, limit) for limit in limits]
-        translate = torch.stack(shifts, 1).round_()
+        angle = translate = None
+        if aug.affine:
+            degrees = aug.rotation_degrees
+            angle = torch.empty(n, device=device).uniform_(-degrees, degrees)
+            limits = (aug.translate * width, aug.translate * height)
+            shifts = [torch.empty(n, device=device).uniform_(-limit, limit) for limit in limits]
+            translate = torch.stack(shifts, 1).round_()
         crop = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), device=device)
-        flip = torch.rand(n, device=device) < 0.5
-        return Draws(angle, translate, crop, flip & aug.horizontal_flip)
+        if aug.horizontal_flip:
+            flip = torch.rand(n, device=device) < 0.5
+        else:
+            flip = torch.zeros(n, dtype=torch.bool, device=device)
+        return Draws(angle, translate, crop, flip)
 
     def warp(self, images: Tensor, draws: Draws) -> Tensor:
         """Every image moved by its own draws, in one ``grid_sample`` (nearest, zero fill).
@@ -99,6 +110,7 @@ class BatchAugment(torch.nn.Module):
         Pixel coordinates are centred, as in torchvision: output pixel q reads the crop at
         u = flip(q) - shift and the affine output at u, which reads the input at R^-1 (u - t).
         """
+        assert draws.angle is not None and draws.translate is not None, "no affine draws"
         height, width = images.shape[-2:]
         # float32 at least: half-precision coordinates can't address every pixel of large images.
         native = images.dtype in (torch.float32, torch.float64)
@@ -129,6 +141,21 @@ class BatchAugment(torch.nn.Module):
             grid = torch.where(inside, grid, -4.0)
         out = F.grid_sample(work, grid, mode="nearest", padding_mode="zeros", align_corners=False)
         return out if native else out.to(images.dtype)
+
+    def shift(self, images: Tensor, draws: Draws) -> Tensor:
+        """Crop and flip alone (the usual CIFAR recipe) as one gather of whole pixels from the
+        zero-padded batch: any dtype as it is, and a third of ``warp``'s kernels, which
+        count when Python launching them is what bounds a training step."""
+        height, width = images.shape[-2:]
+        pad = self.augmentation.crop_padding
+        padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+        device = images.device
+        columns = torch.arange(width, device=device)
+        columns = torch.where(draws.flip[:, None], width - 1 - columns, columns) + draws.crop[:, :1]
+        rows = torch.arange(height, device=device) + draws.crop[:, 1:]
+        samples = torch.arange(len(images), device=device)[:, None, None, None]
+        channels = torch.arange(images.shape[1], device=device)[:, None, None]
+        return padded[samples, channels, rows[:, None, :, None], columns[:, None, None, :]]
 
 
 def training_augmentation(
