@@ -147,7 +147,7 @@ def test_same_pixels_as_torchvision_for_the_same_draws(
     images = torch.randint(0, 256, (32, 3, *size)).to(dtype)
     batch = BatchAugment(augmentation)
     draws = batch.draw(len(images), *size, images.device)
-    out = batch.apply(images, draws)
+    out = batch.transform(images, draws)
     for i, image in enumerate(images):
         assert torch.equal(out[i], reference(image, draws, i, augmentation.crop_padding)), i
 

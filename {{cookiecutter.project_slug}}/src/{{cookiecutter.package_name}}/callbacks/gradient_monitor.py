@@ -20,9 +20,9 @@ class GradientMonitor(L.Callback):
 
     Lightning's ``grad_norm`` utility turns every norm into a Python float, which makes the
     CPU wait for the GPU at every step; this callback keeps the steady state free of such
-    syncs. Every optimizer step it launches one fused norm over all gradients and keeps the
-    norms as a row of a table on the device (two kernels: a step is often bound by how fast
-    Python launches them). It reads the table (one copy) and logs the norms only every
+    syncs. Every optimizer step it launches one fused norm over all gradients and copies the
+    norms into a row of a table on the device (few kernels: a step is often bound by how
+    fast Python launches them). It reads the table (one copy) and logs the norms only every
     ``every_n_steps`` steps, before each validation, before each checkpoint and at the end of
     training, so a run stops within ``every_n_steps`` steps of the fault, before any
     checkpoint of the broken weights is written, naming the step and the layer.
@@ -109,7 +109,7 @@ class GradientMonitor(L.Callback):
             self._histograms(trainer)
 
     def _record(self, gradients: list[Tensor], step: int, rows: int) -> None:
-        """This step's norms, as the next row of a table on the device: two kernels, no sync."""
+        """This step's norms, as the next row of a table on the device; no sync."""
         if self._history is None:
             shape = (rows, len(gradients))
             self._history = torch.empty(shape, device=gradients[0].device, dtype=torch.float32)

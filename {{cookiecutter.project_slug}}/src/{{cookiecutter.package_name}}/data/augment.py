@@ -81,10 +81,10 @@ class BatchAugment(torch.nn.Module):
         if not self.augmentation.active:
             return images
         n, _, height, width = images.shape
-        return self.apply(images, self.draw(n, height, width, images.device))
+        return self.transform(images, self.draw(n, height, width, images.device))
 
-    def apply(self, images: Tensor, draws: Draws) -> Tensor:
-        """Every image moved by its own draws."""
+    def transform(self, images: Tensor, draws: Draws) -> Tensor:
+        """Every image moved by its own draws (not ``apply``: that is ``nn.Module``'s)."""
         return self.warp(images, draws) if self.augmentation.affine else self.shift(images, draws)
 
     def draw(self, n: int, height: int, width: int, device: torch.device) -> Draws:
