@@ -316,10 +316,10 @@ def main() -> None:
     for name, result in results.items():
         if not isinstance(result, dict):
             continue
-        ratio = {r: result["median"] / results[r]["median"] for r in "BC" if r in results}
+        ratio = {r: f"{result['median'] / results[r]['median']:.3f}" for r in "BC" if r in results}
         print(
             f"{name:<14}{result['median']:>16,.0f}{len(result['repeats']):>9}"
-            f"{result['peak_mb']:>10,.0f}{ratio.get('B', 0):>7.3f}{ratio.get('C', 0):>7.3f}"
+            f"{result['peak_mb']:>10,.0f}{ratio.get('B', '-'):>7}{ratio.get('C', '-'):>7}"
         )
     if "A" in results and "B" in results:
         print("\nHost time per step, by phase (median of the repeats):")
