@@ -12,8 +12,6 @@ import time
 
 import lightning as L
 
-SKIP = 10  # steps of each epoch left out (loader restart, epoch-end work)
-
 # The hooks Lightning calls in each step, in order, and what runs between one and the next.
 A_PHASES = {
     "on_train_batch_start": "between steps: loop, fetch, transfer, gather, augment",
@@ -53,14 +51,16 @@ class Phases:
 
 class PhaseTimer(L.Callback):
     """Marks the end of each phase of ``A_PHASES`` in the timed steps (epochs after the
-    first, ``SKIP`` steps into each). Added after the config's callbacks, so their work in a
+    first, ``skip`` steps into each). Added after the config's callbacks, so their work in a
     hook counts towards the phase that hook ends (Lightning runs ModelCheckpoint last)."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
         self.phases = Phases()
 
     def mark(self, trainer: L.Trainer, hook: str) -> None:
-        timed = trainer.current_epoch >= 1 and trainer.fit_loop.epoch_loop.batch_idx >= SKIP
+        epoch, step = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx
+        timed = epoch >= 1 and step >= self.skip
         self.phases.mark(hook, timed)
 
     def on_train_batch_start(self, trainer, *args) -> None:

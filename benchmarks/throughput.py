@@ -125,11 +125,7 @@ def synthetic(samples: int) -> tuple[np.ndarray, torch.Tensor]:
 
 
 def run_project(
-    package: str,
-    project: Path,
-    out: Path,
-    *extra: str,
-    profile: Path | None = None,
+    package: str, project: Path, out: Path, *extra: str, profile: Path | None = None
 ) -> dict:
     """A: the project's own ``fit`` command, with a timer and a ``PhaseTimer`` added to its
     callbacks (six empty hooks a step: microseconds)."""
@@ -137,6 +133,7 @@ def run_project(
     module = __name__
     profiled = {"profile": str(profile or "")}
     timer_spec = {"class_path": f"{module}.WindowTimer", "init_args": profiled}
+    phase_timer_spec = {"class_path": "phases.PhaseTimer", "init_args": {"skip": SKIP}}
     args = [
         "fit",
         f"--config={project / 'configs/default.yaml'}",
@@ -159,7 +156,7 @@ def run_project(
         "--trainer.limit_test_batches=1",
         *extra,
         "--trainer.callbacks+=" + json.dumps(timer_spec),
-        "--trainer.callbacks+=phases.PhaseTimer",
+        "--trainer.callbacks+=" + json.dumps(phase_timer_spec),
     ]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -183,11 +180,7 @@ PARTS = frozenset({"gather", "augment", "clip", "schedule"})  # B's work beyond 
 
 
 def run_plain(
-    package: str,
-    steps: int,
-    batch: int,
-    parts: frozenset[str] = PARTS,
-    compile_mode: str = "",
+    package: str, steps: int, batch: int, parts: frozenset[str] = PARTS, compile_mode: str = ""
 ) -> dict:
     """B (every part) and C (no part): the project's network and augmentation, no framework
     around them. Other subsets show where B's time beyond C's goes."""
