@@ -69,6 +69,13 @@ def test_nan_is_caught_within_the_check_interval() -> None:
     assert trainer.global_step == 3  # stopped at the first check after the fault
 
 
+def test_without_a_logging_interval_the_end_of_training_still_checks() -> None:
+    loader = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
+    trainer = tiny_trainer(callbacks=[GradientMonitor()], log_every_n_steps=0)
+    with pytest.raises(FloatingPointError, match=r"'head.weight' at step 3 \(noticed at step 8\)"):
+        trainer.fit(Poisoned(bad_step=3), loader)
+
+
 def test_the_last_checkpoint_before_a_nan_stays_loadable(tmp_path) -> None:
     loader = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
     every_2 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_last=True)

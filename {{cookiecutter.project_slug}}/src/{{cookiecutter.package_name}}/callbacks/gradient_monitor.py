@@ -38,6 +38,8 @@ class GradientMonitor(L.Callback):
     the loss scaler skips steps with Inf gradients by design, so the stop is off there.
     """
 
+    UNLOGGED_ROWS = 50  # steps between checks when nothing sets an interval (log_every_n_steps 0)
+
     def __init__(
         self,
         norm_type: float = 2.0,
@@ -94,7 +96,7 @@ class GradientMonitor(L.Callback):
             self.check(trainer)
             self._names, self._history = names, None
         every = self.every_n_steps or trainer.log_every_n_steps
-        self._record([g for _, g in named], trainer.global_step, every or 50)
+        self._record([g for _, g in named], trainer.global_step, every or self.UNLOGGED_ROWS)
         due = bool(every) and (trainer.global_step + 1) % every == 0
         full = self._history is not None and self._filled == len(self._history)
         if due or full or self.trends.baseline_step is None:
