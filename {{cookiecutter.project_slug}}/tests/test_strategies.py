@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
-from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy, Strategy
 
 from {{ cookiecutter.package_name }} import strategies
 from {{ cookiecutter.package_name }}.cli import cli_main
@@ -124,6 +124,15 @@ def test_fsdp_shards_the_resnet_block_by_block() -> None:
 
 def test_fsdp_keeps_a_small_network_whole(fitted) -> None:
     assert fsdp_units(fitted.model.network) == []
+
+
+def test_after_fsdp_the_best_checkpoint_loads_into_a_fresh_copy(fitted) -> None:
+    trained, best = fitted.model, fitted.trainer.checkpoint_callback.best_model_path
+    fresh = strategies.ready_to_restore(trained, FSDPStrategy(), best)
+    assert type(fresh) is type(trained) and fresh.network is not trained.network
+    saved = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in fresh.state_dict().items())
+    assert strategies.ready_to_restore(trained, SingleDeviceStrategy("cpu"), best) is trained
 
 
 def test_the_slurm_script_launches_a_valid_multi_node_fit(

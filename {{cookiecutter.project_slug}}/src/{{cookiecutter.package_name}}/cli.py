@@ -139,6 +139,8 @@ class ProjectCLI(LightningCLI):
             return
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
+        if best:
+            self.model = strategies.ready_to_restore(self.model, self.trainer.strategy, best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         self.after_test()
 

@@ -10,10 +10,12 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.strategies import (
     DDPStrategy,
     DeepSpeedStrategy,
+    FSDPStrategy,
     SingleDeviceStrategy,
     Strategy,
     StrategyRegistry,
@@ -40,6 +42,21 @@ def holds_whole_model(strategy: Strategy) -> bool:
     it, and save checkpoints their own way (DeepSpeed: a folder of shards)."""
     whole = isinstance(strategy, SingleDeviceStrategy | DDPStrategy)
     return whole and not isinstance(strategy, DeepSpeedStrategy)
+
+
+def ready_to_restore(
+    model: L.LightningModule, strategy: Strategy, checkpoint: str
+) -> L.LightningModule:
+    """``model`` itself, or after ``fit`` under FSDP a fresh copy loaded from ``checkpoint``.
+
+    FSDP leaves the trained module's parameters as flattened shards (a size-0 view where a
+    weight lives on another rank), and Lightning 2.6 loads a full checkpoint into them
+    directly, which fails with "size mismatch" (Lightning issue #20373). A fresh module takes
+    the weights, then the test stage shards it again.
+    """
+    if not isinstance(strategy, FSDPStrategy):
+        return model
+    return type(model).load_from_checkpoint(checkpoint, map_location="cpu")
 
 
 def is_installed(module: str) -> bool:
