@@ -5,6 +5,7 @@ Each process records its view through ``tests/probe.py``; samples are matched by
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import subprocess
@@ -39,8 +40,9 @@ def data_options() -> dict:
     return options
 
 
-def ddp(*args: str) -> str:
-    command = [sys.executable, "-m", PACKAGE, "fit", *args, "--trainer.enable_progress_bar=false"]
+def ddp(*args: str, subcommand: str = "fit") -> str:
+    command = [sys.executable, "-m", PACKAGE, subcommand, *args]
+    command.append("--trainer.enable_progress_bar=false")
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -90,6 +92,9 @@ def test_two_processes_train_as_one(tmp_path: Path, profile: str, tolerance: flo
     check_identical_weights(probe)
     check_disjoint_training_shards(probe)
     check_validation_equals_one_process(probe, run, tolerance)
+    last_checkpoint = f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    ddp(f"--config={run / 'config.yaml'}", last_checkpoint, subcommand="predict")
+    check_one_prediction_file(run)
 
 
 def check_written_once(run: Path, output: str) -> None:
@@ -140,3 +145,12 @@ def check_validation_equals_one_process(probe: Path, run: Path, tolerance: float
     assert Counter(single["samples"]) == val
     for distributed in last:
         assert distributed["metrics"] == pytest.approx(single["metrics"], rel=tolerance)
+
+
+def check_one_prediction_file(run: Path) -> None:
+    """Each process predicted a share; one file holds every sample once, in the data's order."""
+    options = {**data_options(), "num_workers": 0, "profile": False}
+    expected = datamodule_class()(**options).predict_ids
+    rows = list(csv.DictReader((run / "predictions.csv").open()))
+    assert [row["id"] for row in rows] == expected and len(expected) > 2
+    assert not list(run.glob("predictions.rank*"))

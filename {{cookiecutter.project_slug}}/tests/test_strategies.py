@@ -100,7 +100,7 @@ def test_sharded_training_then_test_and_predict(tmp_path: Path, profile: str) ->
             subcommand, run_dir / "config.yaml", trainer, f"--ckpt_path={checkpoint}"
         )
         assert result.returncode == 0, result.stderr[-3000:]
-    assert list(run_dir.glob("predictions*.csv"))
+    assert [p.name for p in run_dir.glob("predictions*")] == ["predictions.csv"]
 
 
 def fsdp_units(network: torch.nn.Module) -> list[str]:
