@@ -34,14 +34,7 @@ from .checks import (
 from .findings import Finding, nothing_usable
 from .groups import groups_of, read_group_mapping
 from .image_cache import ImageTensorDataset, decode_cached
-from .image_checks import (
-    MIN_HASHED_SIDE,
-    ImageRules,
-    inspect,
-    near_duplicates,
-    perceptual_hash,
-    unreadable,
-)
+from .image_checks import ImageRules, inspect, near_duplicates, unreadable
 from .image_profile import drift_profile, image_features, sample_grid
 from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
 from .loading import LoaderSettings, Workers
@@ -242,7 +235,10 @@ class ImageDataModule(CheckedDataModule):
         splits = np.array([split_of[i] for i in kept], dtype=object)
         hashes = [hashlib.sha1(array.tobytes()).hexdigest() for array in pixels]
         leaks = cross_split_duplicates(ids, hashes, splits, self.rules.duplicate_across_splits)
-        leaks += self.near_duplicates(ids, pixels, splits, min(width, height, *size))
+        leaks += near_duplicates(
+            ids, pixels, splits, min(width, height, *size), self.near_duplicate_distance,
+            self.rules.near_duplicate_across_splits,
+        )  # fmt: skip
         findings += leaks + within_split_duplicates(ids, hashes)
         dropped = {f.subject for f in leaks if f.action == "drop"}
         use = np.array([sample not in dropped for sample in ids], dtype=bool)
@@ -321,34 +317,8 @@ class ImageDataModule(CheckedDataModule):
                 kept.append(i)
         return kept, findings
 
-    def near_duplicates(
-        self, ids: list[str], pixels: np.ndarray, splits: np.ndarray, smallest_side: int
-    ) -> list[Finding]:
-        if smallest_side < MIN_HASHED_SIDE:
-            message = f"skipped: images under {MIN_HASHED_SIDE} px are too small to hash"
-            return [Finding("near_duplicate_across_splits", "info", "dataset", message)]
-        hashes = [perceptual_hash(array) for array in pixels]
-        rule = self.rules.near_duplicate_across_splits
-        return near_duplicates(ids, hashes, splits, self.near_duplicate_distance, rule)
-
     def train_statistics(self, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the training images in [0, 1], shaped (C, 1, 1).
-
-        Integer sums over ``chunk`` images at a time (None: about 4M pixels): the images may
-        be a memory map larger than RAM.
-        """
-        train = self.prepared.datasets["train"]
-        channels, height, width = train.images.shape[1:]
-        chunk = chunk or max(1, 2**22 // (channels * height * width))
-        sums, squares = 0, 0
-        for start in range(0, len(train), chunk):
-            pixels = torch.from_numpy(train.pixels(range(start, min(start + chunk, len(train)))))
-            sums = sums + pixels.sum(dim=(0, 2, 3), dtype=torch.int64)
-            squares = squares + pixels.int().square().sum(dim=(0, 2, 3), dtype=torch.int64)
-        n = len(train) * height * width
-        mean = sums.double() / n
-        std = ((squares.double() - n * mean.square()) / (n - 1)).sqrt()
-        return (mean / 255).float().view(-1, 1, 1), (std / 255).float().view(-1, 1, 1)
+        return self.prepared.datasets["train"].channel_statistics(chunk)
 
     def dataset(self, split: str, augment: bool = False) -> ImageTensorDataset:
         """One split's images; training augmentation only when ``augment`` asks for it."""

@@ -84,6 +84,24 @@ class ImageTensorDataset(Dataset):
             images = torch.from_numpy(self.pixels(indices))
         return images, self.labels[indices]
 
+    def channel_statistics(self, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std in [0, 1], shaped (C, 1, 1).
+
+        Integer sums over ``chunk`` images at a time (None: about 4M pixels): the images may
+        be a memory map larger than RAM.
+        """
+        channels, height, width = self.images.shape[1:]
+        chunk = chunk or max(1, 2**22 // (channels * height * width))
+        sums, squares = 0, 0
+        for start in range(0, len(self), chunk):
+            pixels = torch.from_numpy(self.pixels(range(start, min(start + chunk, len(self)))))
+            sums = sums + pixels.sum(dim=(0, 2, 3), dtype=torch.int64)
+            squares = squares + pixels.int().square().sum(dim=(0, 2, 3), dtype=torch.int64)
+        n = len(self) * height * width
+        mean = sums.double() / n
+        std = ((squares.double() - n * mean.square()) / (n - 1)).sqrt()
+        return (mean / 255).float().view(-1, 1, 1), (std / 255).float().view(-1, 1, 1)
+
     @staticmethod
     def collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``__getitems__`` returns a batch already."""

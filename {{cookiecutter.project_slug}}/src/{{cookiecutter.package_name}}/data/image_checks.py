@@ -81,14 +81,19 @@ def hamming(hashes: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 def near_duplicates(
     ids: Sequence[str],
-    hashes: Sequence[int],
+    pixels: np.ndarray,
     splits: Sequence[str],
+    smallest_side: int,
     max_distance: int,
     action: str,
 ) -> list[Finding]:
-    """Validation/test images within ``max_distance`` bits of a training image's hash."""
+    """Validation/test images within ``max_distance`` bits of a training image's perceptual
+    hash; ``smallest_side`` of the files and of ``pixels`` decides whether hashes mean much."""
+    if smallest_side < MIN_HASHED_SIDE:
+        message = f"skipped: images under {MIN_HASHED_SIDE} px are too small to hash"
+        return [Finding("near_duplicate_across_splits", "info", "dataset", message)]
     splits = np.asarray(splits)
-    values = np.asarray(hashes, dtype=np.uint64)
+    values = np.asarray([perceptual_hash(array) for array in pixels], dtype=np.uint64)
     train = np.flatnonzero(splits == "train")
     held_out = np.flatnonzero(splits != "train")
     findings = []
