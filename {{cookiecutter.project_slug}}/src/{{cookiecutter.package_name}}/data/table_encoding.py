@@ -102,3 +102,39 @@ def fit_encoding(
 
 def typed_column(column: pd.Series, kind: str) -> pd.Series:
     return texts(column) if kind == "categorical" else numbers(column, kind == "date")
+
+
+def encode_records(records: Any, state: dict) -> tuple[torch.Tensor, dict[str, pd.Series]]:
+    """JSON rows ({column: value}) as one batch, encoded as ``predict`` encodes a file's rows,
+    and their typed values for the drift monitor. An InputError names the first row with a
+    missing or unknown column, and a column holding what isn't a number where the model takes
+    numbers (a file's rows get those as missing values).
+    """
+    cells = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InputError(f"instance {i}: not an object of column: value pairs")
+        check_columns(record, state, f"instance {i}", extra=False)
+        try:
+            cells.append({name: as_cell(record[name]) for name in state["columns"]})
+        except TypeError as error:
+            raise InputError(f"instance {i}: {error}") from error
+    frame = pd.DataFrame(cells, columns=state["columns"], dtype=object)
+    typed = {name: typed_column(frame[name], fitted_kind(state, name)) for name in frame.columns}
+    for name, values in typed.items():
+        if name in state["categorical"]:
+            continue
+        bad = frame[name].notna() & ~np.isfinite(values.to_numpy(np.float64, na_value=np.nan))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            what = "a date" if name in state["dates"] else "a finite number"
+            value = frame[name].iloc[row]
+            raise InputError(f"instance {row}: column {name!r} takes {what}, not {value!r}")
+    return encode(frame, state), typed
+
+
+def fitted_kind(state: dict, name: str) -> str:
+    """A fitted column's kind: categorical, date or numeric."""
+    if name in state["categorical"]:
+        return "categorical"
+    return "date" if name in state["dates"] else "numeric"

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torch.utils.data import Dataset, TensorDataset
 
-from .base import CheckedDataModule, InputError, Prepared
+from .base import CheckedDataModule, Prepared
 from .checks import (
     class_imbalance,
     cross_split_duplicates,
@@ -39,7 +39,14 @@ from .table_checks import (
     texts,
     time_order,
 )
-from .table_encoding import as_cell, check_columns, encode, fit_encoding, read_table, typed_column
+from .table_encoding import (
+    check_columns,
+    encode,
+    encode_records,
+    fit_encoding,
+    read_table,
+    typed_column,
+)
 from .table_profile import histograms, missing_map
 
 EMBEDDED = "embedded breast cancer"
@@ -292,38 +299,7 @@ class TabularDataModule(CheckedDataModule):
         return TensorDataset(x, torch.full((len(x),), -1)), [str(i) for i in frame.index]
 
     def convert_inputs(self, records: Sequence) -> tuple[torch.Tensor, dict[str, pd.Series]]:
-        """JSON rows ({column: value}) as one batch, encoded as ``predict`` encodes a file's
-        rows, and their typed values for the drift monitor. An InputError names the first
-        row with a missing or unknown column, and a column holding what isn't a number where
-        the model takes numbers (a file's rows get those as missing values).
-        """
-        cells = []
-        for i, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise InputError(f"instance {i}: not an object of column: value pairs")
-            check_columns(record, self.state, f"instance {i}", extra=False)
-            try:
-                cells.append({name: as_cell(record[name]) for name in self.state["columns"]})
-            except TypeError as error:
-                raise InputError(f"instance {i}: {error}") from error
-        frame = pd.DataFrame(cells, columns=self.state["columns"], dtype=object)
-        typed = {name: typed_column(frame[name], self.kind(name)) for name in frame.columns}
-        for name, values in typed.items():
-            if name in self.state["categorical"]:
-                continue
-            bad = frame[name].notna() & ~np.isfinite(values.to_numpy(np.float64, na_value=np.nan))
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                what = "a date" if name in self.state["dates"] else "a finite number"
-                value = frame[name].iloc[row]
-                raise InputError(f"instance {row}: column {name!r} takes {what}, not {value!r}")
-        return encode(frame, self.state), typed
-
-    def kind(self, name: str) -> str:
-        """A fitted column's kind: categorical, date or numeric."""
-        if name in self.state["categorical"]:
-            return "categorical"
-        return "date" if name in self.state["dates"] else "numeric"
+        return encode_records(records, self.state)
 
     def profile_figures(self) -> dict[str, Figure]:
         _ = self.prepared  # preparing records the training rows as profile_table
