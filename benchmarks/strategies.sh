@@ -6,7 +6,7 @@
 set -u
 project=$(cd "$1" && pwd)
 logs=$(mkdir -p "${2:-$project/strategy-logs}" && cd "${2:-$project/strategy-logs}" && pwd)
-package=$(basename "$(find "$project/src" -mindepth 1 -maxdepth 1 -type d | head -1)")
+package=$(basename "$(dirname "$(find "$project/src" -mindepth 2 -maxdepth 2 -name __main__.py)")")
 cd "$project" || exit 1
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=offline
 
