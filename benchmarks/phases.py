@@ -49,6 +49,15 @@ class Phases:
         return {name: statistics.median(times) for name, times in self.times.items()}
 
 
+def _marking(hook: str):
+    """A ``PhaseTimer`` hook that marks the end of the phase ``hook`` ends."""
+
+    def method(self: PhaseTimer, trainer: L.Trainer, *args) -> None:
+        self.mark(trainer, hook)
+
+    return method
+
+
 class PhaseTimer(L.Callback):
     """Marks the end of each phase of ``A_PHASES`` in the timed steps (epochs after the
     first, ``skip`` steps into each). Added after the config's callbacks, so their work in a
@@ -63,23 +72,12 @@ class PhaseTimer(L.Callback):
         timed = epoch >= 1 and step >= self.skip
         self.phases.mark(hook, timed)
 
-    def on_train_batch_start(self, trainer, *args) -> None:
-        self.mark(trainer, "on_train_batch_start")
-
-    def on_before_zero_grad(self, trainer, *args) -> None:
-        self.mark(trainer, "on_before_zero_grad")
-
-    def on_before_backward(self, trainer, *args) -> None:
-        self.mark(trainer, "on_before_backward")
-
-    def on_after_backward(self, trainer, *args) -> None:
-        self.mark(trainer, "on_after_backward")
-
-    def on_before_optimizer_step(self, trainer, *args) -> None:
-        self.mark(trainer, "on_before_optimizer_step")
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        self.mark(trainer, "on_train_batch_end")
+    on_train_batch_start = _marking("on_train_batch_start")
+    on_before_zero_grad = _marking("on_before_zero_grad")
+    on_before_backward = _marking("on_before_backward")
+    on_after_backward = _marking("on_after_backward")
+    on_before_optimizer_step = _marking("on_before_optimizer_step")
+    on_train_batch_end = _marking("on_train_batch_end")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.phases.start()
