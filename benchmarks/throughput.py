@@ -9,9 +9,10 @@ model alone, side by side in one process (see README.md beside this file).
     C   the model alone stepping on one batch already on the GPU (channels_last, bf16)
 
 Variants: ``B-<part>`` is B without one part of its work beyond C's (where B's time goes);
-``A_compile`` / ``A_compile_ro`` and ``B_compile_ro`` compile the network (default mode, or
-"reduce-overhead": CUDA graphs); ``A_host`` takes uint8 batches from loader workers in host
-memory instead of the resident split; ``A_cpu_augment`` augments per sample in those workers;
+``A_compile`` / ``A_compile_ro`` compile the project's forward pass and loss, ``B_compile_ro``
+its network (default mode, or "reduce-overhead": CUDA graphs); ``A_host`` takes uint8 batches
+from loader workers in host memory instead of the resident split; ``A_cpu_augment`` augments
+per sample in those workers;
 ``A_workers0`` loads in the main process; ``A_log50`` logs every 50 steps; ``A_bare`` has no
 callback, logger or progress bar (Lightning's own loop); ``A_profiled`` writes a cProfile of
 the timed windows to ``A.prof``.
@@ -314,9 +315,10 @@ def main() -> None:
             f"{name:<14}{result['median']:>16,.0f}{len(result['repeats']):>9}"
             f"{result['peak_mb']:>10,.0f}{ratio.get('B', '-'):>7}{ratio.get('C', '-'):>7}"
         )
-    if "A" in results and "B" in results:
-        print("\nHost time per step, by phase (median of the repeats):")
-        print(table(results["A"]["phases"], results["B"]["phases"]))
+    for a, b in (("A", "B"), ("A_compile_ro", "B_compile_ro")):
+        if a in results and b in results:
+            print(f"\nHost time per step, by phase (median of the repeats): {a} and {b}")
+            print(table(results[a]["phases"], results[b]["phases"]))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from {{ cookiecutter.package_name }}.schedulers import OneCycle, Plateau, WarmupCosine
-from {{ cookiecutter.package_name }}.system import cross_entropy
+from {{ cookiecutter.package_name }}.system import Classifier, cross_entropy
 
 from .conftest import LOGGERS, NO_LOGGER, logged, run
 
@@ -94,10 +94,14 @@ def test_warmup_cosine_shape() -> None:
     assert lrs[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
 
-def test_compiled_network_trains_and_keeps_plain_checkpoint_names(tmp_path) -> None:
+def test_compiled_model_trains_and_keeps_plain_checkpoint_names(tmp_path) -> None:
     """``torch.compile`` as a config switch (slow on the CPU: it compiles C++ kernels)."""
     cli = run("fit", tmp_path, *NO_LOGGER, "--model.compile=true", "--trainer.max_epochs=1")
-    assert getattr(cli.model.network, "_compiled_call_impl", None) is not None
+    model, (x, y) = cli.model.eval(), next(iter(cli.datamodule.val_dataloader()))
+    assert model.score is not Classifier.logits_and_loss
+    with torch.no_grad():  # the compiled function computes what the plain one does
+        compiled = model.score(model, x, y, None)
+        torch.testing.assert_close(compiled, Classifier.logits_and_loss(model, x, y, None))
     assert cli.trainer.global_step == 4
     checkpoint = torch.load(cli.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])

@@ -152,5 +152,5 @@ def diagnose(
         if on_gpu and not channels_last:
             figures.advice.append("NHWC layout for convolutions: --model.channels_last true")
         if not compiled:
-            figures.advice.append("compile the network: --model.compile true")
+            figures.advice.append("compile the model: --model.compile true")
         figures.advice.append("a larger batch if memory allows, or a smaller network")

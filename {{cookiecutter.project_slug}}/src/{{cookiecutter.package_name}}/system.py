@@ -89,9 +89,10 @@ class Classifier(L.LightningModule):
             label_smoothing: Cross-entropy label smoothing, 0 to disable.
             channels_last: Keep images and convolution weights in NHWC layout, which the GPU's
                 tensor cores run fastest (mixed precision on Volta or newer).
-            compile: Compile the network with ``torch.compile`` (the first steps are slower);
-                a mode name instead of true picks the mode: "reduce-overhead" replays CUDA
-                graphs, for GPUs that finish a step before Python has launched the next.
+            compile: Compile the forward pass and the loss with ``torch.compile`` (the first
+                steps are slower); a mode name instead of true picks the mode:
+                "reduce-overhead" replays CUDA graphs, for GPUs that finish a step before
+                Python has launched the next.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -105,8 +106,12 @@ class Classifier(L.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
-        if compile:  # in place: parameter names and checkpoints stay the same
-            self.network.compile(mode=None if compile is True else compile)
+        # Raw inputs to loss as one compiled function, so preprocessing and the loss join the
+        # network's graph. The module itself stays uncompiled (checkpoints keep plain names),
+        # and the function unbound (a copy of the module calls it with itself).
+        self.score = Classifier.logits_and_loss
+        if compile:
+            self.score = torch.compile(self.score, mode=None if compile is True else compile)
         # No metric may read values back from the GPU during a training step (that stalls it):
         # validate_args=False skips checks the loss makes anyway, and per-class metrics, whose
         # torch.bincount reads its input's maximum, are computed in evaluation only.
@@ -161,12 +166,17 @@ class Classifier(L.LightningModule):
     ) -> tuple[Tensor, Tensor]:
         """Loss and logits of one batch; updates ``metrics``."""
         x, y = batch[0], batch[1]
-        logits = self(x)
-        metrics.update(logits, y)
         # In float32, as autocast computes it; under DeepSpeed the model is all bf16.
         weights = self.class_weights.float() if self.weighted_loss else None
-        loss = cross_entropy(logits.float(), y, weights, self.hparams.label_smoothing)
+        logits, loss = self.score(self, x, y, weights)
+        metrics.update(logits, y)
         return loss, logits
+
+    def logits_and_loss(
+        self, x: Tensor, y: Tensor, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        logits = self(x)
+        return logits, cross_entropy(logits.float(), y, weights, self.hparams.label_smoothing)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._step(batch, self.train_accuracy)
