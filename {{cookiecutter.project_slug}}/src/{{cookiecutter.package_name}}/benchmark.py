@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import lightning as L
-import torch.nn.functional as F
 from torch import Tensor
+
+from .system import Classifier
 
 INPUT_MARGIN = 1.2  # the loader should outrun the model by this much, or the device waits
 OVERHEAD_LIMIT = 0.85  # a full step slower than this share of its bound: the loop is the cost
@@ -78,14 +79,15 @@ def endless(make: Callable[[], Iterator]) -> Iterator:
         yield from make()
 
 
-def model_step(model: L.LightningModule, batch: tuple[Tensor, Tensor], trainer: L.Trainer):
-    """One forward/backward/optimizer step on ``batch``, as the run would take it."""
+def model_step(model: Classifier, batch: tuple[Tensor, Tensor], trainer: L.Trainer):
+    """One forward/backward/optimizer step on ``batch``, as the run would take it (compiled
+    when the model compiles its loss)."""
     optimizer = model.optimizer(model.parameters(), lr=model.lr)
     x, y = batch
 
     def step() -> int:
         with trainer.precision_plugin.forward_context():
-            loss = F.cross_entropy(model(x), y)
+            _, loss = model.score(model, x, y, None)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
