@@ -166,7 +166,6 @@ class Classifier(L.LightningModule):
     ) -> tuple[Tensor, Tensor]:
         """Loss and logits of one batch; updates ``metrics``."""
         x, y = batch[0], batch[1]
-        # In float32, as autocast computes it; under DeepSpeed the model is all bf16.
         weights = self.class_weights.float() if self.weighted_loss else None
         logits, loss = self.score(self, x, y, weights)
         metrics.update(logits, y)
@@ -175,6 +174,7 @@ class Classifier(L.LightningModule):
     def logits_and_loss(
         self, x: Tensor, y: Tensor, weights: Tensor | None
     ) -> tuple[Tensor, Tensor]:
+        """The loss in float32, as autocast computes it (under DeepSpeed the model is all bf16)."""
         logits = self(x)
         return logits, cross_entropy(logits.float(), y, weights, self.hparams.label_smoothing)
 

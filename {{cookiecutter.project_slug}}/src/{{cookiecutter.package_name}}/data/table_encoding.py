@@ -104,7 +104,9 @@ def typed_column(column: pd.Series, kind: str) -> pd.Series:
     return texts(column) if kind == "categorical" else numbers(column, kind == "date")
 
 
-def encode_records(records: Any, state: dict) -> tuple[torch.Tensor, dict[str, pd.Series]]:
+def encode_records(
+    records: Iterable[Any], state: dict[str, Any]
+) -> tuple[torch.Tensor, dict[str, pd.Series]]:
     """JSON rows ({column: value}) as one batch, encoded as ``predict`` encodes a file's rows,
     and their typed values for the drift monitor. An InputError names the first row with a
     missing or unknown column, and a column holding what isn't a number where the model takes
