@@ -151,6 +151,6 @@ def check_one_prediction_file(run: Path) -> None:
     """Each process predicted a share; one file holds every sample once, in the data's order."""
     options = {**data_options(), "num_workers": 0, "profile": False}
     expected = datamodule_class()(**options).predict_ids
-    rows = list(csv.DictReader((run / "predictions.csv").open()))
+    rows = list(csv.DictReader((run / "predictions.csv").read_text().splitlines()))
     assert [row["id"] for row in rows] == expected and len(expected) > 2
     assert not list(run.glob("predictions.rank*"))
