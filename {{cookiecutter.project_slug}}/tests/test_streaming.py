@@ -139,18 +139,39 @@ def test_two_ranks_two_workers_see_each_sample_once_an_epoch(
     assert left_out[0] != left_out[1]  # and other samples left out
 
 
-def test_fit_on_shards_with_two_ddp_processes(digits: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fitted_on_shards(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`fit` on the shards by two DDP processes: the runs' root and what the command printed."""
+    root = tmp_path_factory.mktemp("runs")
     command = [sys.executable, "-m", PACKAGE, "fit", f"--config={CONFIG}", f"--config={STREAMING}"]
-    command += [f"--data.init_args.input_dir={digits}", f"--run.root={tmp_path}", "--run.name=ddp"]
+    command += [f"--data.init_args.input_dir={digits}", f"--run.root={root}", "--run.name=ddp"]
     command += [*QUICK, f"--trainer={TRAINERS / 'ddp_cpu.yaml'}", *NO_LOGGER]
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MEMBER: 2/2" in result.stderr + result.stdout
-    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # one run directory for both
-    metrics = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())
+    return root, result.stderr + result.stdout
+
+
+def test_fit_on_shards_with_two_ddp_processes(fitted_on_shards, digits: Path) -> None:
+    root, printed = fitted_on_shards
+    assert "MEMBER: 2/2" in printed
+    assert [p.name for p in root.iterdir()] == ["ddp"]  # one run directory for both
+    metrics = json.loads((root / "ddp" / "test_metrics.json").read_text())
     assert 0 <= metrics["test/acc"] <= 1
-    shards = json.loads((tmp_path / "ddp" / "shards.json").read_text())
+    shards = json.loads((root / "ddp" / "shards.json").read_text())
     assert shards["input_dir"] == str(digits)
+
+
+def test_a_model_fitted_on_shards_predicts_new_image_files(fitted_on_shards, tmp_path) -> None:
+    """The shards carried the image module's fitted state, and so does the checkpoint: the
+    shipped image config predicts (exports, serves) from it without the shards."""
+    run_dir = fitted_on_shards[0] / "ddp"
+    inbox = write_folder(tmp_path / "inbox", per_class=2)
+    checkpoint = f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    run("predict", tmp_path, *NO_LOGGER, checkpoint, f"--data.predict_root={inbox}")
+    rows = list(csv.DictReader((run_dir / "predictions.csv").open()))
+    expected = sorted(p.relative_to(inbox).as_posix() for p in inbox.rglob("*.png"))
+    assert sorted(row["id"] for row in rows) == expected
+    assert all(row["predicted"] in [str(c) for c in range(10)] for row in rows)
 
 
 class StopAtStep(L.Callback):

@@ -106,6 +106,8 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
 
     collate_fn: Callable | None = None  # for datasets that fetch whole batches at once
     serving_input: str | None = None  # what ``serve`` takes: "files" or "records" (JSON rows)
+    # Other data modules whose checkpoints hold a state of this module's kind (fitted_from).
+    states_also_from: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -170,14 +172,14 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
         if path.is_dir():  # DeepSpeed's folder: Lightning's entries are in the model states
             path = path / "checkpoint" / "mp_rank_00_model_states.pt"
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        key = type(self).__qualname__
-        if key not in checkpoint:
-            saved_by = [k for k in checkpoint if k.endswith("DataModule")] or ["no data module"]
-            raise ValueError(
-                f"{self.fitted_from} was not saved with {key} (it holds {saved_by[0]}): "
-                "it is a checkpoint of another model or task."
-            )
-        return checkpoint[key]
+        for key in (type(self).__qualname__, *self.states_also_from):
+            if key in checkpoint:
+                return checkpoint[key]
+        saved_by = [k for k in checkpoint if k.endswith("DataModule")] or ["no data module"]
+        raise ValueError(
+            f"{self.fitted_from} was not saved with {type(self).__qualname__} (it holds "
+            f"{saved_by[0]}): it is a checkpoint of another model or task."
+        )
 
     @property
     def group_names(self) -> list[str] | None:
