@@ -154,6 +154,21 @@ class Classifier(L.LightningModule):
 
     on_validation_start = on_test_start = on_predict_start = on_fit_start
 
+    def on_train_start(self) -> None:
+        """Refuse a resumed run that would outlast its restored schedule: torch's OneCycle
+        fails at its planned end, a cosine schedule would train on at its last, least rate."""
+        planned = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            ends = getattr(config.scheduler, "total_steps", None)
+            if ends is not None and ends < planned:
+                raise ValueError(
+                    f"{self.trainer.ckpt_path}: its {type(config.scheduler).__name__} schedule "
+                    f"was planned for {ends} optimizer steps, and this run asks for {planned} "
+                    "(trainer.max_epochs, max_steps or the data changed). A schedule can't be "
+                    "stretched once started: resume with the run's own max_epochs, or train a "
+                    "new run for longer."
+                )
+
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
