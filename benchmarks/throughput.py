@@ -33,6 +33,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -92,12 +93,12 @@ def synthetic_module(package: str):
     dataset_class = image.ImageTensorDataset
 
     class SyntheticImages(image.ImageDataModule):
-        def __init__(self, samples: int = 50_000, **kwargs) -> None:
+        def __init__(self, samples: int = 50_000, size: int = 32, **kwargs) -> None:
             super().__init__(profile=False, **kwargs)
-            self.samples = samples
+            self.samples, self.size = samples, size
 
         def prepare(self):
-            images, labels = synthetic(self.samples)
+            images, labels = synthetic(self.samples, self.size)
             held_out = 1024  # val + test: not timed, kept small
             splits = ["train"] * (self.samples - held_out) + ["val", "test"] * (held_out // 2)
             rows = {s: np.flatnonzero(np.array(splits) == s) for s in ("train", "val", "test")}
@@ -107,8 +108,8 @@ def synthetic_module(package: str):
                 for s, r in rows.items()
             }
             names = [str(c) for c in range(10)]
-            state = {"class_names": names, "input_shape": [3, 32, 32]}
-            state |= {"image_size": [32, 32], "channels": 3}
+            state = {"class_names": names, "input_shape": [3, self.size, self.size]}
+            state |= {"image_size": [self.size, self.size], "channels": 3}
             ids = [str(i) for i in range(self.samples)]
             label_names = [names[c] for c in labels.tolist()]
             return base.Prepared(
@@ -119,14 +120,14 @@ def synthetic_module(package: str):
     return SyntheticImages
 
 
-def synthetic(samples: int) -> tuple[np.ndarray, torch.Tensor]:
+def synthetic(samples: int, size: int) -> tuple[np.ndarray, torch.Tensor]:
     generator = np.random.default_rng(0)
-    images = generator.integers(0, 256, (samples, 3, 32, 32), dtype=np.uint8)
+    images = generator.integers(0, 256, (samples, 3, size, size), dtype=np.uint8)
     return images, torch.from_numpy(generator.integers(0, 10, samples))
 
 
 def run_project(
-    package: str, project: Path, out: Path, *extra: str, profile: Path | None = None
+    package: str, project: Path, out: Path, *extra: str, size: int, profile: Path | None = None
 ) -> dict:
     """A: the project's own ``fit`` command, with a timer and a ``PhaseTimer`` added to its
     callbacks (six empty hooks a step: microseconds)."""
@@ -143,6 +144,7 @@ def run_project(
         f"--run.root={out / 'runs'}",
         f"--data={module}.SyntheticImages",
         "--data.batch_size=512",
+        f"--data.size={size}",
         "--data.resident=true",
         "--data.crop_padding=4",
         "--data.horizontal_flip=true",
@@ -181,7 +183,12 @@ PARTS = frozenset({"gather", "augment", "clip", "schedule"})  # B's work beyond 
 
 
 def run_plain(
-    package: str, steps: int, batch: int, parts: frozenset[str] = PARTS, compile_mode: str = ""
+    package: str,
+    steps: int,
+    batch: int,
+    size: int,
+    parts: frozenset[str] = PARTS,
+    compile_mode: str = "",
 ) -> dict:
     """B (every part) and C (no part): the project's network and augmentation, no framework
     around them. Other subsets show where B's time beyond C's goes."""
@@ -191,13 +198,13 @@ def run_plain(
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda")
-    model = resnet.ResNet([3, 32, 32], 10, small_input=True).to(device)
+    model = resnet.ResNet([3, size, size], 10, small_input=True).to(device)
     model.to(memory_format=torch.channels_last).train()
     if compile_mode:
         model.compile(mode=compile_mode)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, fused=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps + 10)
-    images, labels = synthetic(50_000)
+    images, labels = synthetic(50_000, size)
     images, labels = torch.from_numpy(images).to(device), labels.to(device)
     mean = images[:4096].float().mean(dim=(0, 2, 3), keepdim=True) / 255
     std = images[:4096].float().std(dim=(0, 2, 3), keepdim=True) / 255
@@ -254,6 +261,7 @@ def main() -> None:
     parser.add_argument("--project", type=Path, required=True, help="a baked resnet18 project")
     parser.add_argument("--out", type=Path, default=Path("build/throughput"))
     parser.add_argument("--only", nargs="*", help="runs to do (default: all)")
+    parser.add_argument("--image-size", type=int, default=32, help="side of the square images")
     options = parser.parse_args()
     project = options.project.resolve()
     sys.path.insert(0, str(project / "src"))
@@ -261,33 +269,22 @@ def main() -> None:
     globals()["SyntheticImages"] = synthetic_module(package)  # named by --data=__main__....
     options.out.mkdir(parents=True, exist_ok=True)
     steps = SKIP + 6 * WINDOW
+    plain = partial(run_plain, package, steps, 512, options.image_size)
+    fit = partial(run_project, package, project, options.out, size=options.image_size)
     runs = {
-        "C": lambda: run_plain(package, steps, 512, frozenset()),
-        "B": lambda: run_plain(package, steps, 512),
-        **{
-            f"B-{part}": lambda part=part: run_plain(package, steps, 512, PARTS - {part})
-            for part in sorted(PARTS)
-        },
-        "A": lambda: run_project(package, project, options.out),
-        "A_compile": lambda: run_project(package, project, options.out, "--model.compile=true"),
-        "B_compile_ro": lambda: run_plain(package, steps, 512, compile_mode="reduce-overhead"),
-        "A_compile_ro": lambda: run_project(
-            package, project, options.out, "--model.compile=reduce-overhead"
-        ),
-        "A_host": lambda: run_project(package, project, options.out, *HOST),
-        "A_cpu_augment": lambda: run_project(
-            package, project, options.out, *HOST, "--data.augment_on_device=false"
-        ),
-        "A_workers0": lambda: run_project(
-            package, project, options.out, *HOST, "--data.num_workers=0"
-        ),
-        "A_profiled": lambda: run_project(
-            package, project, options.out, profile=options.out / "A.prof"
-        ),
-        "A_bare": lambda: run_project(package, project, options.out, *BARE),
-        "A_log50": lambda: run_project(
-            package, project, options.out, "--trainer.log_every_n_steps=50"
-        ),
+        "C": lambda: plain(frozenset()),
+        "B": lambda: plain(),
+        **{f"B-{part}": lambda part=part: plain(PARTS - {part}) for part in sorted(PARTS)},
+        "A": lambda: fit(),
+        "A_compile": lambda: fit("--model.compile=true"),
+        "B_compile_ro": lambda: plain(compile_mode="reduce-overhead"),
+        "A_compile_ro": lambda: fit("--model.compile=reduce-overhead"),
+        "A_host": lambda: fit(*HOST),
+        "A_cpu_augment": lambda: fit(*HOST, "--data.augment_on_device=false"),
+        "A_workers0": lambda: fit(*HOST, "--data.num_workers=0"),
+        "A_profiled": lambda: fit(profile=options.out / "A.prof"),
+        "A_bare": lambda: fit(*BARE),
+        "A_log50": lambda: fit("--trainer.log_every_n_steps=50"),
     }
     results: dict = {}
     for name in options.only or list(runs):
