@@ -193,10 +193,10 @@ def test_a_run_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("schedule", ["OneCycle", "WarmupCosine"])
 def test_resuming_past_the_end_of_the_schedule_is_refused(tmp_path: Path, schedule: str) -> None:
     """OneCycle would fail at its planned end, WarmupCosine would train on at its least rate."""
-    schedule = f"--model.lr_scheduler={PACKAGE}.schedulers.{schedule}"
-    cli = run("fit", tmp_path, *NO_LOGGER, schedule, "--trainer.max_epochs=1")
+    option = f"--model.lr_scheduler={PACKAGE}.schedulers.{schedule}"
+    cli = run("fit", tmp_path, *NO_LOGGER, option, "--trainer.max_epochs=1")
     last = cli.run_dir / "checkpoints" / "last.ckpt"
-    resume = [*NO_LOGGER, schedule, f"--ckpt_path={last}"]
+    resume = [*NO_LOGGER, option, f"--ckpt_path={last}"]
     with pytest.raises(ValueError, match=r"planned for 4 optimizer steps, .* asks for 8"):
         run("fit", tmp_path, *resume, "--trainer.max_epochs=2")
     assert torch.load(last, weights_only=True)["global_step"] == 4  # the run is as it was

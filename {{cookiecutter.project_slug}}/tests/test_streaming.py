@@ -163,7 +163,7 @@ def test_fit_on_shards_with_two_ddp_processes(fitted_on_shards, digits: Path) ->
 
 def test_a_model_fitted_on_shards_predicts_new_image_files(fitted_on_shards, tmp_path) -> None:
     """The shards carried the image module's fitted state, and so does the checkpoint: the
-    shipped image config predicts (exports, serves) from it without the shards."""
+    shipped image config reads it there (as export and serve do) without the shards."""
     run_dir = fitted_on_shards[0] / "ddp"
     inbox = write_folder(tmp_path / "inbox", per_class=2)
     checkpoint = f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"

@@ -157,13 +157,13 @@ class Classifier(L.LightningModule):
     def on_train_start(self) -> None:
         """Refuse a resumed run that would outlast its restored schedule: torch's OneCycle
         fails at its planned end, a cosine schedule would train on at its last, least rate."""
-        planned = int(self.trainer.estimated_stepping_batches)
+        planned = self.trainer.estimated_stepping_batches  # inf: no schedule has an end
         for config in self.trainer.lr_scheduler_configs:
             ends = getattr(config.scheduler, "total_steps", None)
             if ends is not None and ends < planned:
                 raise ValueError(
                     f"{self.trainer.ckpt_path}: its {type(config.scheduler).__name__} schedule "
-                    f"was planned for {ends} optimizer steps, and this run asks for {planned} "
+                    f"was planned for {ends} optimizer steps, and this run asks for {planned:.0f} "
                     "(trainer.max_epochs, max_steps or the data changed). A schedule can't be "
                     "stretched once started: resume with the run's own max_epochs, or train a "
                     "new run for longer."
