@@ -62,7 +62,7 @@ class ImageDataModule(CheckedDataModule):
     collate_fn = staticmethod(ImageTensorDataset.collate)  # batches come whole: __getitems__
     serving_input = "files"
     # Shards carry this module's fitted state: a model trained on them predicts new images too.
-    # Named, not imported: the streaming module needs the optional litdata extra.
+    # By the key Lightning stores that module's state under in a checkpoint: its class name.
     states_also_from = ("StreamingImageDataModule",)
     device_speedups = (
         "augment on the device: --data.augment_on_device true",
