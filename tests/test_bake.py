@@ -61,6 +61,7 @@ SHARED = {
             "data/loading",
             "data/manifest",
             "data/split",
+            "data/state",
             "networks/__init__",
         )
     ),
@@ -76,6 +77,7 @@ SHARED = {
             "test_callbacks",
             "test_cli",
             "test_data",
+            "test_data_state",
             "test_distributed",
             "test_drift",
             "test_energy",
@@ -85,6 +87,7 @@ SHARED = {
             "test_model",
             "test_processes",
             "test_provenance",
+            "test_refusals",
             "test_resume",
             "test_serve",
             "test_strategies",

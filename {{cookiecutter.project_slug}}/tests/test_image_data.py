@@ -213,7 +213,7 @@ def test_unreadable_image_can_fail_the_run(tmp_path: Path) -> None:
     (tmp_path / "0" / "bad.png").write_bytes(b"\x89PNG junk")
     datamodule = ImageDataModule(root=tmp_path, rules=ImageRules(unreadable_image="fail"))
     with pytest.raises(DataError, match=r"(?s)unreadable_image.*0/bad\.png"):
-        raise_on_failures(datamodule.prepared.findings)
+        raise_on_failures(datamodule.prepared.findings, type(datamodule))
 
 
 def test_nothing_usable_fails_before_training_naming_the_files(tmp_path: Path) -> None:

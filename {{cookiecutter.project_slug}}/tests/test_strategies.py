@@ -122,8 +122,11 @@ def test_fsdp_shards_the_resnet_block_by_block() -> None:
     assert fsdp_units(resnet.ResNet([3, 32, 32], 10, depth=50)) == ["Bottleneck"] * 16
 
 
-def test_fsdp_keeps_a_small_network_whole(fitted) -> None:
-    assert fsdp_units(fitted.model.network) == []
+@pytest.mark.parametrize(("module", "name", "shape"), [("cnn", "SmallCNN", [1, 8, 8]), ("mlp", "MLP", [30])])
+def test_fsdp_keeps_a_small_network_whole(module: str, name: str, shape: list[int]) -> None:
+    """Networks without residual blocks stay one unit (the task's own; the other is pruned)."""
+    networks = pytest.importorskip(f"{{ cookiecutter.package_name }}.networks.{module}")
+    assert fsdp_units(getattr(networks, name)(shape, 10)) == []
 
 
 def test_after_fsdp_the_best_checkpoint_loads_into_a_fresh_copy(fitted) -> None:

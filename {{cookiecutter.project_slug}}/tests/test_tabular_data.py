@@ -59,7 +59,7 @@ def test_embedded_table_is_clean() -> None:
     assert datamodule.input_shape == [30]
     assert datamodule.class_names == ["benign", "malignant"]
     assert {f.severity for f in datamodule.prepared.findings} == {"info"}
-    raise_on_failures(datamodule.prepared.findings)
+    raise_on_failures(datamodule.prepared.findings, type(datamodule))
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -109,7 +109,7 @@ def test_junk_strings_in_a_numeric_column(tmp_path: Path, table: pd.DataFrame) -
 
     failing = module(tmp_path, table, rules=TableRules(junk_values="fail"))
     with pytest.raises(DataError, match=rf"\[junk_values\] {re.escape(column)}"):
-        raise_on_failures(failing.prepared.findings)
+        raise_on_failures(failing.prepared.findings, type(failing))
 
 
 def test_words_among_numbers_make_a_categorical_column(tmp_path: Path, table) -> None:
@@ -126,12 +126,12 @@ def test_id_like_column_that_leaks_the_label(tmp_path: Path, table: pd.DataFrame
     datamodule = module(tmp_path, shuffled)
     assert "distinct" in the_finding(datamodule, "id_like_column", "warning", "patient_ref")
     assert "patient_ref" not in datamodule.state["columns"]
-    raise_on_failures(datamodule.prepared.findings)
+    raise_on_failures(datamodule.prepared.findings, type(datamodule))
 
     kept = module(tmp_path, shuffled, rules=TableRules(id_like_column="keep"))
-    assert "ROC AUC" in the_finding(kept, "label_leak", "warning", "patient_ref")
+    assert "ROC AUC" in the_finding(kept, "label_leak", "error", "patient_ref")  # it stops fit
     with pytest.raises(DataError, match=r"\[label_leak\] patient_ref"):
-        raise_on_failures(kept.prepared.findings)
+        raise_on_failures(kept.prepared.findings, type(kept))
 
 
 def test_float_column_following_the_row_order_is_id_like(tmp_path: Path, table) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import attribution, evaluation, reports, strategies
+from .data.findings import DataError
 from .provenance import save_provenance
 from .rundir import (
     RUN_DIR_ENV,
+    claim_run_dir,
     config_filename,
     newest_checkpoint,
     place_callbacks,
+    release_claim,
     requeued,
     resolve_run_dir,
 )
@@ -48,12 +52,30 @@ class RunConfigSaver(SaveConfigCallback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / self.config_filename
         self.parser.save(self.config, path, skip_none=False, multifile=self.multifile)
+        release_claim(self.run_dir)  # config.yaml holds the run's name from now on
         stem = Path(self.config_filename).stem.replace("config", "provenance", 1)
         code = Path(__file__).resolve().parent
         save_provenance(self.run_dir / f"{stem}.json", self.config.get("seed_everything"), code)
         resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams(resolved)
+
+
+def refuse_training_nothing(trainer: Any) -> None:
+    """A fit that trains no step would test the untrained model and publish that as the
+    run's result."""
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        if trainer.get(key) == 0:
+            raise ValueError(
+                f"--trainer.{key} 0 trains nothing: the run would test an untrained model. "
+                "Set it above 0 (max_epochs -1: until stopped); `profile` checks the data "
+                "without training, `test --ckpt_path` evaluates a trained model."
+            )
+
+
+def first_process() -> bool:
+    """Rank 0 of a launch by torchrun or SLURM, or the only process."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
 
 
 def split_seed(seed: int | bool) -> int:
@@ -68,6 +90,16 @@ def split_seed(seed: int | bool) -> int:
 
 class ProjectCLI(LightningCLI):
     """LightningCLI with one directory per run and the project's own subcommands."""
+
+    claimed: Path | None = None  # the run directory this process claimed for a new fit
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            if self.claimed is not None and not (self.claimed / "config.yaml").exists():
+                release_claim(self.claimed)  # stopped before the run began: the name is free
+            raise
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -91,11 +123,39 @@ class ProjectCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the config's model settings with those saved in ``--ckpt_path``
+        (the weights need them); name the ones that differed instead of replacing silently."""
+        subcommand = self.config.get("subcommand")
+        before = self.config[subcommand].get("model") if subcommand else None
+        before = before.clone() if before is not None else None
+        super()._parse_ckpt_path()
+        if before is None:
+            return
+        after = self.config[subcommand].model
+        replaced = [
+            f"model.{key} {value} -> {after.get(key)}"
+            for key, value in before.items()
+            if key in after and value is not None and after.get(key) != value
+        ]
+        if replaced:
+            rank_zero_info(
+                "Using the checkpoint's model settings, which the weights were trained with, "
+                f"instead of this config's: {', '.join(replaced)}"
+            )
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         strategies.check(config.trainer, torch.cuda.device_count())
         ckpt_path = config.get("ckpt_path")
+        fresh_fit = self.subcommand == "fit" and ckpt_path is None and not requeued()
+        if self.subcommand == "fit":
+            refuse_training_nothing(config.trainer)
+        launched_here = RUN_DIR_ENV not in os.environ and first_process()
         self.run_dir = resolve_run_dir(config.run.root, config.run.name, self.subcommand, ckpt_path)
+        if fresh_fit and launched_here:  # DDP's other processes join the first one's claim
+            claim_run_dir(self.run_dir)
+            self.claimed = self.run_dir
         if self.subcommand == "fit" and ckpt_path is None and requeued():
             newest = newest_checkpoint(self.run_dir)  # None: killed before its first save
             ckpt_path = config.ckpt_path = str(newest) if newest else None
@@ -224,3 +284,6 @@ def main() -> None:
         cli_main()
     except SIGTERMException as stopped:  # Lightning exits 0 on SIGTERM: a job looks finished
         raise SystemExit(128 + signal.SIGTERM) from stopped
+    except DataError as refused:  # a refusal is its message alone, not a traceback
+        print(f"error: {refused}", file=sys.stderr)
+        raise SystemExit(2) from None

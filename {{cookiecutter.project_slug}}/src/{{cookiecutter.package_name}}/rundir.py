@@ -16,7 +16,9 @@ directory brings later commands (resume, test, predict) back to that directory.
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,54 @@ def resolve_run_dir(root: Path, name: str | None, subcommand: str, ckpt_path: st
             "or start a new one with another --run.name."
         )
     return run_dir
+
+
+CLAIM = ".claimed"  # in a run directory whose first fit is starting: who started it
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Take ``run_dir`` for a new fit, atomically: a second fit started at the same time
+    with the same name is refused, naming the process that holds it. A claim left by a
+    process of this machine that no longer runs is taken over."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    claim = run_dir / CLAIM
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": f"{datetime.now()}"}
+    for _ in range(2):
+        try:
+            with claim.open("x") as file:  # fails if the file exists: one winner
+                json.dump(holder, file)
+            return
+        except FileExistsError:
+            other = json.loads(claim.read_text() or "{}")
+            if not abandoned(other):
+                raise FileExistsError(
+                    f"{run_dir} is being started by process {other.get('pid')} on "
+                    f"{other.get('host')} (since {other.get('started')}): choose another "
+                    f"--run.name, or delete {claim} if that process is gone."
+                ) from None
+            claim.unlink(missing_ok=True)
+    raise FileExistsError(f"{run_dir}: another process keeps claiming it; try another name.")
+
+
+def abandoned(holder: dict) -> bool:
+    """Whether a claim's process is known to be gone (only this machine's can be checked)."""
+    if holder.get("host") != socket.gethostname() or "pid" not in holder:
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)  # signal 0: exists?
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: alive
+        return False
+    return False
+
+
+def release_claim(run_dir: Path) -> None:
+    """Give the name back: to ``config.yaml``, which holds it from then on, or to nobody when
+    the fit stopped before writing it (an empty directory is removed)."""
+    (run_dir / CLAIM).unlink(missing_ok=True)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def requeued() -> bool:

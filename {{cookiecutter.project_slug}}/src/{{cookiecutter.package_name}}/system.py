@@ -9,6 +9,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torch import Tensor, nn
@@ -69,10 +70,10 @@ class Classifier(L.LightningModule):
         network: NetworkFactory,
         num_classes: int,
         input_shape: Sequence[int],
-        lr: float | Literal["auto"] = 3e-3,
+        lr: PositiveFloat | Literal["auto"] = 3e-3,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: ScheduleFactory | None = OneCycle,
-        label_smoothing: float = 0.0,
+        label_smoothing: ClosedUnitInterval = 0.0,
         channels_last: bool = False,
         compile: bool | CompileMode = False,
     ) -> None:
@@ -95,6 +96,10 @@ class Classifier(L.LightningModule):
                 Python has launched the next.
         """
         super().__init__()
+        # Plain numbers in the saved hyperparameters: the bounded types the command line
+        # checked would make torch.load(weights_only=True) refuse the checkpoint.
+        lr = lr if lr == "auto" else float(lr)
+        label_smoothing = float(label_smoothing)
         self.save_hyperparameters()
         self.lr = lr
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler

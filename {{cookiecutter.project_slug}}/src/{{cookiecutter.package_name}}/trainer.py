@@ -94,7 +94,7 @@ class Trainer(L.Trainer):
         Exits non-zero when ``fit`` would refuse the data, so it can gate a pipeline.
         """
         datamodule.write_reports(Path(self.default_root_dir), self.loggers)
-        raise_on_failures(datamodule.prepared.findings)
+        raise_on_failures(datamodule.prepared.findings, type(datamodule))
 {%- if cookiecutter.task == "image_classification" %}
 
     def shard(

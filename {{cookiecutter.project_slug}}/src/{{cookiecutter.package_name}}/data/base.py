@@ -28,6 +28,7 @@ from .groups import WithGroups
 from .loading import LoaderSettings, Workers, resolve_loader
 from .manifest import save_manifest
 from .split import Split
+from .state import STATE_VERSION, check_split, split_record
 
 
 class InputError(DataError):
@@ -125,15 +126,18 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.max_group_gap = max_group_gap
-        self.seed, self.val_fraction, self.test_fraction = seed, val_fraction, test_fraction
+        # Plain numbers: the bounded types the command line checked would be pickled into
+        # checkpoints, which torch.load(weights_only=True) then refuses.
+        self.seed, self.val_fraction = int(seed), float(val_fraction)
+        self.test_fraction = float(test_fraction)
         self.profile, self.fitted_from = profile, fitted_from
         self.reported_to: Path | None = None
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.loader_options = {
-            "num_workers": num_workers,
+            "num_workers": num_workers if num_workers == "auto" else int(num_workers),
             "pin_memory": pin_memory,
             "persistent_workers": persistent_workers,
-            "prefetch_factor": prefetch_factor,
+            "prefetch_factor": None if prefetch_factor is None else int(prefetch_factor),
         }
 
     # --- what a subclass provides -------------------------------------------------------
@@ -157,7 +161,21 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     # --- the fitted state -----------------------------------------------------------------
     @cached_property
     def prepared(self) -> Prepared:
-        return self.prepare()
+        prepared = self.prepare()
+        if self.fitted_from is not None:  # evaluating a checkpoint: on its split only
+            check_split(self.state, self.split_of(prepared), str(self.fitted_from))
+        return prepared
+
+    def split_settings(self) -> dict[str, Any]:
+        """What decides the split (a subclass adds its own), recorded in the state."""
+        return {
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+        }
+
+    def split_of(self, data: Prepared) -> dict[str, Any]:
+        return split_record(self.split_settings(), data.ids, data.splits, data.fingerprint)
 
     @cached_property
     def predict_inputs(self) -> tuple[Dataset, list[str]] | None:
@@ -167,7 +185,8 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     def state(self) -> dict[str, Any]:
         """Fitted on the training split, or restored from ``fitted_from`` without reading it."""
         if self.fitted_from is None:
-            return self.prepared.state
+            data = self.prepared
+            return {**data.state, "version": STATE_VERSION, "split": self.split_of(data)}
         path = Path(self.fitted_from)
         if path.is_dir():  # DeepSpeed's folder: Lightning's entries are in the model states
             path = path / "checkpoint" / "mp_rank_00_model_states.pt"
@@ -191,7 +210,8 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
         return self.state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Lightning calls this after setup: data read here must mean what it meant then."""
+        """Lightning calls this after setup: data read here must mean what it meant then,
+        split as it was then."""
         if "prepared" not in self.__dict__:  # predicting new inputs: nothing read to compare
             return
         for key in ("class_names", "input_shape"):
@@ -200,6 +220,8 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
                     f"The checkpoint's data has {key}={state_dict.get(key)}, this data has "
                     f"{self.prepared.state.get(key)}: the data changed since the checkpoint."
                 )
+        source = getattr(self.trainer, "ckpt_path", None) or "The checkpoint"
+        check_split(state_dict, self.split_of(self.prepared), str(source))
 
     # --- reports --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -212,7 +234,7 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
             self.write_reports(run_dir, self.trainer.loggers)
             rank_zero_info(self.loader_settings.describe())
             self.loader_settings.save(run_dir / "loader.json")
-        raise_on_failures(self.prepared.findings)
+        raise_on_failures(self.prepared.findings, type(self))
 
     def write_reports(self, run_dir: Path, loggers: list | tuple = ()) -> None:
         """The split manifest and fingerprint always; the profile unless ``profile`` is off."""

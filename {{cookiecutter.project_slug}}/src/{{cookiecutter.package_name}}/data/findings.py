@@ -30,6 +30,10 @@ class Finding:
     message: str
     action: str = "keep"
 
+    def __post_init__(self) -> None:
+        if self.action == "fail":  # a finding that stops the run is an error, whatever its check
+            object.__setattr__(self, "severity", "error")
+
 
 class DataError(ValueError):
     """The data can't be trained on as it is; raised before the first training step."""
@@ -47,14 +51,16 @@ def listing(findings: list[Finding], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def raise_on_failures(findings: Iterable[Finding]) -> None:
+def raise_on_failures(findings: Iterable[Finding], datamodule: type) -> None:
     """Stop with every failing finding named, and how to relax the rule that stopped it."""
     failing = failures(findings)
     if failing:
+        path = f"{datamodule.__module__}.{datamodule.__qualname__}"
         raise DataError(
             f"The data can't be trained on as it is:\n{listing(failing)}\n"
-            "Fix the data, or change the rule for the check in brackets "
-            "(data.init_args.rules.<check>: see `fit --help`)."
+            "Fix the data, or change the rule for the check in brackets with "
+            "--data.init_args.rules.<check> (every rule and its choices: "
+            f"`python -m {path.partition('.')[0]} fit --data.help {path}`)."
         )
 
 

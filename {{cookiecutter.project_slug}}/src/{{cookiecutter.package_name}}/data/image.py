@@ -37,7 +37,7 @@ from .image_cache import ImageTensorDataset, decode_cached
 from .image_checks import ImageRules, inspect, near_duplicates, unreadable
 from .image_profile import drift_profile, image_features, sample_grid
 from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
-from .loading import LoaderSettings, Workers
+from .loading import BatchSize, Fraction, LoaderSettings, Prefetch, Workers
 from .manifest import fingerprint
 from .resident import ResidentSplit, SampleIndices
 from .split import SPLITS, assign_splits
@@ -83,9 +83,9 @@ class ImageDataModule(CheckedDataModule):
         near_duplicate_distance: int = 4,
         profile: bool = True,
         seed: int = 42,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        batch_size: int = 64,
+        val_fraction: Fraction = 0.15,
+        test_fraction: Fraction = 0.15,
+        batch_size: BatchSize = 64,
         augment: bool = True,
         augment_on_device: bool = False,
         resident: bool = False,
@@ -96,7 +96,7 @@ class ImageDataModule(CheckedDataModule):
         num_workers: Workers = "auto",
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
-        prefetch_factor: int | None = None,
+        prefetch_factor: Prefetch = None,
         fitted_from: Path | None = None,
         cache_dir: Path | None = Path(".cache/images"),
     ) -> None:

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 MAX_AUTO_WORKERS = 8  # beyond this, in-memory uint8 batches gain nothing measurable
 
-Workers = int | Literal["auto"]
+# Bounded types for the data modules' parameters: the command line refuses a value out of
+# bounds when it parses the config, before a run directory is made or any data is read.
+Workers = NonNegativeInt | Literal["auto"]
+BatchSize = PositiveInt
+Prefetch = PositiveInt | None
+Fraction = OpenUnitInterval
 
 
 @dataclass

@@ -104,7 +104,7 @@ def write_shards(datamodule: ImageDataModule, output_dir: str, chunk_bytes: str 
     if exists(f"{output_dir}/meta.json"):
         raise FileExistsError(f"{output_dir} holds shards already: choose another --output_dir.")
     data = datamodule.prepared
-    raise_on_failures(data.findings)
+    raise_on_failures(data.findings, type(datamodule))
     if datamodule.state.get("balanced_sampler"):
         raise DataError(
             "The class_imbalance rule 'sampler' draws samples by weight, which streaming in "

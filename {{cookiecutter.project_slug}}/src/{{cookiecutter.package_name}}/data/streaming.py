@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from .augment import training_augmentation
 from .base import DeviceBatches, FittedState
 from .findings import DataError
-from .loading import LoaderSettings, Workers, resolve_loader
+from .loading import BatchSize, LoaderSettings, Workers, resolve_loader
 from .shards import FORMAT, PACKAGE, exists, read_text, require_litdata
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class StreamingImageDataModule(FittedState, DeviceBatches, L.LightningDataModule
     def __init__(
         self,
         input_dir: str,
-        batch_size: int = 64,
+        batch_size: BatchSize = 64,
         shuffle: bool = True,
         seed: int = 42,
         augment: bool = True,
@@ -126,10 +126,12 @@ class StreamingImageDataModule(FittedState, DeviceBatches, L.LightningDataModule
         super().__init__()
         require_litdata()
         self.input_dir, self.cache_dir = input_dir.rstrip("/"), cache_dir
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        # Plain numbers for checkpoints (see CheckedDataModule.__init__).
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, seed
+        workers = num_workers if num_workers == "auto" else int(num_workers)
         # Not persistent: a worker would keep the dataset copy it started with, which never
         # hears of the next epoch (StreamingDataLoader sets it in the main process only).
-        self.loader_options = {"num_workers": num_workers, "pin_memory": pin_memory}
+        self.loader_options = {"num_workers": workers, "pin_memory": pin_memory}
         self.loader_options |= {"persistent_workers": False, "prefetch_factor": None}
         flip = self.meta["photos"] if horizontal_flip is None else horizontal_flip
         self.augmentation, self.device_augment, self.train_transform = training_augmentation(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from .checks import (
 )
 from .drift import fit_profile
 from .findings import DataError, Finding
-from .loading import Workers
+from .loading import BatchSize, Fraction, Prefetch, Workers
 from .manifest import fingerprint
 from .split import SPLITS, Split, stratified_split, time_split
 from .table_checks import (
@@ -78,13 +79,13 @@ class TabularDataModule(CheckedDataModule):
         outlier_threshold: float = 50.0,
         profile: bool = True,
         seed: int = 42,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        batch_size: int = 32,
+        val_fraction: Fraction = 0.15,
+        test_fraction: Fraction = 0.15,
+        batch_size: BatchSize = 32,
         num_workers: Workers = "auto",
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
-        prefetch_factor: int | None = None,
+        prefetch_factor: Prefetch = None,
         fitted_from: Path | None = None,
     ) -> None:
         """
@@ -271,6 +272,9 @@ class TabularDataModule(CheckedDataModule):
         if self.time_column:
             findings += time_order(times, splits, ids)
         return splits
+
+    def split_settings(self) -> dict[str, Any]:
+        return {**super().split_settings(), "time_column": self.time_column}
 
     @property
     def feature_names(self) -> list[str]:
