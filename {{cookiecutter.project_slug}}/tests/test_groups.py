@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.datasets import load_breast_cancer
+from torchmetrics.classification import MulticlassF1Score
 
 from {{ cookiecutter.package_name }}.data.findings import DataError
 from {{ cookiecutter.package_name }}.evaluation import (
@@ -68,13 +69,40 @@ def test_table_and_gaps_of_hand_made_counts() -> None:
     assert rows[1]["acc"] == pytest.approx(0.7)
     f1_x, f1_y = 2 * 4 / (2 * 4 + 1 + 2), 2 * 3 / (2 * 3 + 2 + 1)
     assert rows[1]["f1_macro"] == pytest.approx((f1_x + f1_y) / 2)
-    gaps = largest_gaps(rows, threshold=0.25)
-    assert gaps["acc"] == {"gap": pytest.approx(0.3), "best": "a", "worst": "b", "flagged": True}
-    assert not largest_gaps(rows, threshold=0.35)["acc"]["flagged"]
+    gaps = largest_gaps(rows, threshold=0.25, min_size=10)
+    assert gaps["acc"] == {
+        "gap": pytest.approx(0.3), "best": "a", "worst": "b", "flagged": True, "too_small": [],
+    }  # fmt: skip
+    assert not largest_gaps(rows, threshold=0.35, min_size=10)["acc"]["flagged"]
+
+
+def test_group_f1_is_the_overall_metric_on_the_groups_samples() -> None:
+    """False positives into a class the group lacks lower its macro-F1, as torchmetrics has it."""
+    matrix = torch.tensor([[8, 0, 2], [0, 10, 0], [0, 0, 0]])  # class "z": none, predicted twice
+    target = torch.repeat_interleave(torch.arange(3), matrix.sum(dim=1))
+    predicted = torch.cat([torch.repeat_interleave(torch.arange(3), row) for row in matrix])
+    expected = MulticlassF1Score(3, average="macro")(predicted, target)
+    (row,) = per_group_table(matrix[None].float(), ["g"], ["x", "y", "z"])
+    assert row["f1_macro"] == pytest.approx(float(expected))
+    assert row["f1_macro"] < (2 * 8 / (2 * 8 + 2) + 1) / 2  # what ignoring "z" gave
+
+
+def test_groups_below_the_minimum_size_do_not_decide_the_gap() -> None:
+    rows = [
+        {"group": "large", "support": 100, "acc": 0.90, "f1_macro": 0.90},
+        {"group": "three", "support": 3, "acc": 0.33, "f1_macro": 0.30},
+        {"group": "other", "support": 80, "acc": 0.88, "f1_macro": 0.87},
+    ]
+    gaps = largest_gaps(rows, threshold=0.05, min_size=30)
+    assert gaps["acc"]["worst"] == "other" and not gaps["acc"]["flagged"]
+    assert gaps["acc"]["too_small"] == ["three"]
+    alone = largest_gaps(rows[:2], threshold=0.05, min_size=30)["acc"]
+    assert alone["gap"] is None and not alone["flagged"]  # one large group: nothing to compare
 
 
 def test_test_reports_each_groups_metrics_and_flags_the_gap(tmp_path: Path) -> None:
-    cli = run("fit", tmp_path, *NO_LOGGER, *grouped_data(tmp_path), "--data.max_group_gap=0")
+    gap_settings = ["--data.max_group_gap=0", "--data.min_group_size=10"]  # two test batches
+    cli = run("fit", tmp_path, *NO_LOGGER, *grouped_data(tmp_path), *gap_settings)
     report = json.loads((cli.run_dir / "group_metrics.json").read_text())
     # The same numbers by hand, from the model's predictions on the tested batches.
     right, seen = {}, {}

@@ -55,6 +55,26 @@ def test_frozen_backbone_trains_only_new_layers(imagenet_style_weights: Path) ->
     assert trainable == {"net.conv1.weight", "net.fc.weight", "net.fc.bias"}
 
 
+def test_pretrained_weights_keep_their_stem_unless_asked(imagenet_style_weights: Path) -> None:
+    pretrained = torch.load(imagenet_style_weights, weights_only=True)["conv1.weight"]
+    network = ResNet((3, 32, 32), 4, weights_path=imagenet_style_weights)
+    torch.testing.assert_close(network.net.conv1.weight, pretrained)
+    assert isinstance(network.net.maxpool, torch.nn.MaxPool2d)
+    asked = ResNet((3, 32, 32), 4, weights_path=imagenet_style_weights, small_input=True)
+    assert asked.net.conv1.kernel_size == (3, 3)
+    assert ResNet((3, 32, 32), 4).net.conv1.kernel_size == (3, 3)  # from scratch: small stem
+
+
+def test_a_frozen_backbone_keeps_its_batchnorm_statistics(imagenet_style_weights: Path) -> None:
+    network = ResNet((3, 16, 16), 4, weights_path=imagenet_style_weights, freeze_backbone=True)
+    network.train()
+    before = {k: v.clone() for k, v in network.state_dict().items() if "running" in k}
+    network(torch.randn(4, 3, 16, 16))
+    after = network.state_dict()
+    assert before and all(torch.equal(after[k], v) for k, v in before.items())
+    assert network.training and network.net.fc.training
+
+
 def test_weights_of_another_model_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "not_a_resnet.pt"
     torch.save(SmallCNN((3, 32, 32), 10).state_dict(), path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -148,3 +150,25 @@ def test_the_loss_is_weighted_only_when_the_class_weights_differ(fitted) -> None
         torch.testing.assert_close(loss, expected)
     model.class_weights.fill_(1.0)
     model.on_fit_start()
+
+
+@pytest.mark.parametrize("schedule", [None, Plateau])
+def test_a_run_without_end_takes_a_schedule_that_needs_no_length(schedule) -> None:
+    """``max_epochs -1`` gives an endless step count, which ``int()`` overflowed on."""
+    model = Classifier(
+        lambda shape, n: torch.nn.Linear(shape[0], n), 3, (4,), lr_scheduler=schedule
+    )
+    model._trainer = SimpleNamespace(estimated_stepping_batches=math.inf)
+    configured = model.configure_optimizers()
+    if schedule is not None:
+        assert isinstance(configured["lr_scheduler"]["scheduler"], Plateau)
+
+
+@pytest.mark.parametrize("schedule", [OneCycle, WarmupCosine])
+def test_a_run_without_end_refuses_a_schedule_that_needs_one(schedule) -> None:
+    model = Classifier(
+        lambda shape, n: torch.nn.Linear(shape[0], n), 3, (4,), lr_scheduler=schedule
+    )
+    model._trainer = SimpleNamespace(estimated_stepping_batches=math.inf)
+    with pytest.raises(ValueError, match=rf"{schedule.__name__} needs the run's length"):
+        model.configure_optimizers()

@@ -122,7 +122,9 @@ def test_fsdp_shards_the_resnet_block_by_block() -> None:
     assert fsdp_units(resnet.ResNet([3, 32, 32], 10, depth=50)) == ["Bottleneck"] * 16
 
 
-@pytest.mark.parametrize(("module", "name", "shape"), [("cnn", "SmallCNN", [1, 8, 8]), ("mlp", "MLP", [30])])
+@pytest.mark.parametrize(
+    ("module", "name", "shape"), [("cnn", "SmallCNN", [1, 8, 8]), ("mlp", "MLP", [30])]
+)
 def test_fsdp_keeps_a_small_network_whole(module: str, name: str, shape: list[int]) -> None:
     """Networks without residual blocks stay one unit (the task's own; the other is pruned)."""
     networks = pytest.importorskip(f"{{ cookiecutter.package_name }}.networks.{module}")

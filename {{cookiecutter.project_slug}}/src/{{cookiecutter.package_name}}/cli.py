@@ -241,9 +241,10 @@ class ProjectCLI(LightningCLI):
             return {}
         names = self.datamodule.class_names
         rows = evaluation.per_group_table(counts, self.datamodule.group_names, names)
-        threshold = self.datamodule.max_group_gap
-        gaps = evaluation.largest_gaps(rows, threshold)
+        threshold, min_size = self.datamodule.max_group_gap, self.datamodule.min_group_size
+        gaps = evaluation.largest_gaps(rows, threshold, min_size)
         summary = {"groups": rows, "gaps": gaps, "max_group_gap": threshold}
+        summary["min_group_size"] = min_size
         path = self.run_dir / "group_metrics.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
         print(reports.format_table(rows) + "\n" + evaluation.format_gaps(gaps))
@@ -253,7 +254,11 @@ class ProjectCLI(LightningCLI):
                 f"Test metrics differ between groups by more than max_group_gap={threshold} "
                 f"({', '.join(flagged)}): see {path}"
             )
-        gap_metrics = {f"test/group_gap/{metric}": gap["gap"] for metric, gap in gaps.items()}
+        gap_metrics = {
+            f"test/group_gap/{metric}": gap["gap"]
+            for metric, gap in gaps.items()
+            if gap["gap"] is not None
+        }
         for logger in self.trainer.loggers:
             logger.log_metrics(gap_metrics)
         return gap_metrics

@@ -15,7 +15,19 @@ from collections.abc import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
-ScheduleFactory = Callable[[Optimizer, int], LRScheduler]
+# total_steps is None for a run without end (max_epochs -1 and no max_steps).
+ScheduleFactory = Callable[[Optimizer, int | None], LRScheduler]
+
+
+def run_length(schedule: type, total_steps: int | None) -> int:
+    """``total_steps``, or the refusal of a schedule that must know where the run ends."""
+    if total_steps is None:
+        raise ValueError(
+            f"{schedule.__name__} needs the run's length, and this run has none "
+            "(trainer.max_epochs -1 without max_steps): set max_epochs or max_steps, or use "
+            "schedulers.Plateau or --model.lr_scheduler null."
+        )
+    return total_steps
 
 
 class OneCycle(OneCycleLR):
@@ -24,7 +36,7 @@ class OneCycle(OneCycleLR):
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int,
+        total_steps: int | None,
         pct_start: float = 0.3,  # share of the run spent warming up
         div_factor: float = 25.0,  # start at lr / div_factor
         final_div_factor: float = 1e4,  # end at lr / (div_factor * final_div_factor)
@@ -32,7 +44,7 @@ class OneCycle(OneCycleLR):
         super().__init__(
             optimizer,
             max_lr=[group["lr"] for group in optimizer.param_groups],
-            total_steps=total_steps,
+            total_steps=run_length(OneCycle, total_steps),
             pct_start=pct_start,
             div_factor=div_factor,
             final_div_factor=final_div_factor,
@@ -45,10 +57,11 @@ class WarmupCosine(LambdaLR):
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int,
+        total_steps: int | None,
         warmup_fraction: float = 0.05,
         min_factor: float = 0.0,
     ) -> None:
+        total_steps = run_length(WarmupCosine, total_steps)
         self.warmup_steps = max(1, int(warmup_fraction * total_steps))
         self.total_steps, self.min_factor = max(total_steps, self.warmup_steps + 1), min_factor
         super().__init__(optimizer, self.factor)
@@ -68,6 +81,10 @@ class Plateau(ReduceLROnPlateau):
     """
 
     def __init__(
-        self, optimizer: Optimizer, total_steps: int, factor: float = 0.5, patience: int = 3
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None,
+        factor: float = 0.5,
+        patience: int = 3,
     ) -> None:
         super().__init__(optimizer, mode="min", factor=factor, patience=patience)

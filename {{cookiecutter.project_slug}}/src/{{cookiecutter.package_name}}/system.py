@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -284,7 +285,8 @@ class Classifier(L.LightningModule):
         optimizer = self.optimizer(self.parameters(), lr=self.lr)
         if self.lr_scheduler is None:
             return optimizer
-        scheduler = self.lr_scheduler(optimizer, int(self.trainer.estimated_stepping_batches))
+        steps = self.trainer.estimated_stepping_batches  # inf: max_epochs -1, no max_steps
+        scheduler = self.lr_scheduler(optimizer, int(steps) if math.isfinite(steps) else None)
         if isinstance(scheduler, ReduceLROnPlateau):
             config = {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}
         else:

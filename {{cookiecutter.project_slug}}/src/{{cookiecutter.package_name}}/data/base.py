@@ -123,9 +123,10 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
         profile: bool,
         fitted_from: Path | None,
         max_group_gap: float = 0.05,
+        min_group_size: int = 30,
     ) -> None:
         super().__init__()
-        self.max_group_gap = max_group_gap
+        self.max_group_gap, self.min_group_size = max_group_gap, int(min_group_size)
         # Plain numbers: the bounded types the command line checked would be pickled into
         # checkpoints, which torch.load(weights_only=True) then refuses.
         self.seed, self.val_fraction = int(seed), float(val_fraction)

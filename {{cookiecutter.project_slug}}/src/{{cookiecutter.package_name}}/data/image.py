@@ -37,7 +37,7 @@ from .image_cache import ImageTensorDataset, decode_cached
 from .image_checks import ImageRules, inspect, near_duplicates, unreadable
 from .image_profile import drift_profile, image_features, sample_grid
 from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
-from .loading import BatchSize, Fraction, LoaderSettings, Prefetch, Workers
+from .loading import BatchSize, Fraction, GroupSize, LoaderSettings, Prefetch, Workers
 from .manifest import fingerprint
 from .resident import ResidentSplit, SampleIndices
 from .split import SPLITS, assign_splits
@@ -77,6 +77,7 @@ class ImageDataModule(CheckedDataModule):
         predict_root: Path | None = None,
         group_mapping: Path | None = None,
         max_group_gap: float = 0.05,
+        min_group_size: GroupSize = 30,
         image_size: int | tuple[int, int] | None = None,
         channels: Literal[1, 3] | None = None,
         rules: ImageRules = ImageRules(),  # noqa: B008 (a frozen default, read only)
@@ -113,6 +114,7 @@ class ImageDataModule(CheckedDataModule):
                 images it doesn't name form the group "(unmapped)".
             max_group_gap: Largest difference of a test metric between two groups before
                 ``test`` flags it.
+            min_group_size: Test samples a group needs before its metrics can decide the gap.
             image_size: Height and width (one number: square) every image is resized to;
                 None: the most common size among the training images.
             channels: 3 (RGB) or 1 (greyscale); None: what most training images are.
@@ -152,6 +154,7 @@ class ImageDataModule(CheckedDataModule):
         super().__init__(
             seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
             persistent_workers, prefetch_factor, profile, fitted_from, max_group_gap,
+            min_group_size,
         )  # fmt: skip
         self.root, self.torchvision, self.download = root, torchvision, download
         self.predict_root, self.group_mapping = predict_root, group_mapping

@@ -24,6 +24,7 @@ Workers = NonNegativeInt | Literal["auto"]
 BatchSize = PositiveInt
 Prefetch = PositiveInt | None
 Fraction = OpenUnitInterval
+GroupSize = PositiveInt
 
 
 @dataclass

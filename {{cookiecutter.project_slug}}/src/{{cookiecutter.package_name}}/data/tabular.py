@@ -22,7 +22,7 @@ from .checks import (
 )
 from .drift import fit_profile
 from .findings import DataError, Finding
-from .loading import BatchSize, Fraction, Prefetch, Workers
+from .loading import BatchSize, Fraction, GroupSize, Prefetch, Workers
 from .manifest import fingerprint
 from .split import SPLITS, Split, stratified_split, time_split
 from .table_checks import (
@@ -71,6 +71,7 @@ class TabularDataModule(CheckedDataModule):
         time_column: str | None = None,
         group_column: str | None = None,
         max_group_gap: float = 0.05,
+        min_group_size: GroupSize = 30,
         predict_path: Path | None = None,
         categorical: list[str] | None = None,
         max_categories: int = 50,
@@ -98,6 +99,7 @@ class TabularDataModule(CheckedDataModule):
                 group's metrics and the largest gap between groups; never a feature.
             max_group_gap: Largest difference of a test metric between two groups before
                 ``test`` flags it.
+            min_group_size: Test samples a group needs before its metrics can decide the gap.
             predict_path: A CSV/Parquet table for ``predict``; its label column is ignored.
             categorical: Columns to treat as categories even when they hold numbers; by
                 default, columns that aren't numbers are.
@@ -123,6 +125,7 @@ class TabularDataModule(CheckedDataModule):
         super().__init__(
             seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
             persistent_workers, prefetch_factor, profile, fitted_from, max_group_gap,
+            min_group_size,
         )  # fmt: skip
         self.path, self.target, self.time_column = path, target, time_column
         self.group_column = group_column

@@ -27,9 +27,19 @@ class ResNet(nn.Module):
         weights: str | None = None,
         weights_path: Path | None = None,
         freeze_backbone: bool = False,  # train only the head: fine-tuning on little data
-        small_input: bool = True,  # 3x3 stride-1 stem, no max-pool: keeps detail in small images
+        small_input: bool | None = None,
     ) -> None:
+        """
+        Args:
+            freeze_backbone: Train only the new layers (head, and a stem made for the data);
+                the frozen layers' BatchNorm statistics stay as they were trained too.
+            small_input: A 3x3 stride-1 stem and no max-pool, which keeps detail in small
+                images; None: for networks trained from scratch, while pretrained weights
+                keep the stem they were trained with.
+        """
         super().__init__()
+        pretrained = weights is not None or weights_path is not None
+        small_input = not pretrained if small_input is None else small_input
         builder = {18: models.resnet18, 34: models.resnet34, 50: models.resnet50}[depth]
         self.net = builder(weights=weights)
         if weights_path is not None:
@@ -41,9 +51,13 @@ class ResNet(nn.Module):
                     f"{weights_path} does not hold resnet{depth} weights: "
                     f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
                 )
+        # Frozen BatchNorm layers are kept in eval mode (see train): their statistics belong
+        # to the frozen weights. A plain list, so they are not registered twice.
+        self.frozen_norms: list[nn.Module] = []
         if freeze_backbone:
             for parameter in self.net.parameters():
                 parameter.requires_grad = False
+            self.frozen_norms = [m for m in self.net.modules() if isinstance(m, nn.BatchNorm2d)]
         # Layers replaced after freezing stay trainable: a new stem and the head.
         self.net.conv1 = self._adapt_stem(self.net.conv1, input_shape[0], small_input)
         if small_input:
@@ -62,6 +76,12 @@ class ResNet(nn.Module):
                 mean_filter = conv.weight.mean(dim=1, keepdim=True)
                 stem.weight.copy_(mean_filter.repeat(1, in_channels, 1, 1))
         return stem
+
+    def train(self, mode: bool = True) -> ResNet:
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # N,C,H,W -> N,num_classes
