@@ -39,6 +39,11 @@ LOGGER_FILES = {
 }
 
 
+# Only a guard against a hang: a slow or loaded machine makes the suite slower, not red
+# (CI stops the whole run at 90 minutes anyway).
+TIMEOUT_S = 3600
+
+
 def run(command: list[str], cwd: Path, home: Path, **env: str) -> subprocess.CompletedProcess:
     """Run in a clean home with no W&B credentials: the project must go offline by itself."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
@@ -50,7 +55,7 @@ def run(command: list[str], cwd: Path, home: Path, **env: str) -> subprocess.Com
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=TIMEOUT_S,
     )
 
 
