@@ -50,6 +50,7 @@ SHARED = {
             "callbacks/prediction_writer",
             "callbacks/progress_bar",
             "callbacks/resumable",
+            "callbacks/test_reports",
             "callbacks/training_curves",
             "callbacks/validation_plots",
             "data/__init__",

@@ -64,6 +64,11 @@ def logged(cli: ProjectCLI, key: str) -> list[float]:
     return [float(row[key]) for row in rows if row.get(key)]
 
 
+def newest_output(run_dir: Path, filename: str) -> Path:
+    """``filename`` as the latest later command on a run (test, predict) wrote it."""
+    return max((run_dir / "outputs").glob(f"*/{filename}"), key=lambda p: p.stat().st_mtime_ns)
+
+
 def default_config() -> dict:
     return yaml.safe_load(CONFIG.read_text())
 

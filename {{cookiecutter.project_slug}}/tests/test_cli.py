@@ -13,7 +13,7 @@ import yaml
 
 from {{ cookiecutter.package_name }}.cli import cli_main
 
-from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, logged, run
+from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, logged, newest_output, run
 
 CPU_TRAINERS = ["cpu.yaml"]
 GPU_TRAINERS = ["gpu.yaml", "ddp.yaml", "fsdp.yaml", "deepspeed.yaml"]
@@ -146,7 +146,7 @@ def test_evaluation_of_a_checkpoint_writes_into_its_run(fitted, tmp_path: Path) 
         assert cli.run_dir == fitted.run_dir
     assert len(list(fitted.run_dir.glob("config.test-*.yaml"))) == 1
     assert not list(tmp_path.iterdir())
-    rows = list(csv.DictReader((fitted.run_dir / "predictions.csv").open()))
+    rows = list(csv.DictReader(newest_output(fitted.run_dir, "predictions.csv").open()))
     batch_size = fitted.datamodule.predict_dataloader().batch_size
     assert len(rows) == min(2 * batch_size, len(fitted.datamodule.dataset("test")))
     names = fitted.datamodule.class_names

@@ -26,6 +26,7 @@ from .conftest import (
     TRAINERS,
     datamodule_class,
     default_config,
+    newest_output,
 )
 from .probe import sample_hashes
 
@@ -151,6 +152,7 @@ def check_one_prediction_file(run: Path) -> None:
     """Each process predicted a share; one file holds every sample once, in the data's order."""
     options = {**data_options(), "num_workers": 0, "profile": False}
     expected = datamodule_class()(**options).predict_ids
-    rows = list(csv.DictReader((run / "predictions.csv").read_text().splitlines()))
+    written = newest_output(run, "predictions.csv")
+    rows = list(csv.DictReader(written.read_text().splitlines()))
     assert [row["id"] for row in rows] == expected and len(expected) > 2
-    assert not list(run.glob("predictions.rank*"))
+    assert not list(written.parent.glob("predictions.rank*"))

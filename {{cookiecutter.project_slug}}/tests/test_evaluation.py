@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from torchmetrics.classification import (
@@ -15,6 +17,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from {{ cookiecutter.package_name }}.callbacks import TestReports
 from {{ cookiecutter.package_name }}.evaluation import (
     PER_CLASS_COLUMNS,
     CalibrationBins,
@@ -24,6 +27,8 @@ from {{ cookiecutter.package_name }}.evaluation import (
     per_class_table,
 )
 from {{ cookiecutter.package_name }}.reports import reliability_figure
+
+from .conftest import NO_LOGGER, newest_output, run
 
 # Rows are true classes, columns predicted ones; "c" is never predicted right.
 MATRIX = torch.tensor([[3, 1, 0], [0, 2, 2], [1, 0, 0]])
@@ -135,3 +140,42 @@ def test_a_test_run_writes_the_per_class_table_and_calibration(fitted) -> None:
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     assert 0 <= metrics["test/ece"] <= 1
     assert (run_dir / "plots" / "reliability.png").stat().st_size > 0
+
+
+def test_later_tests_and_predictions_write_their_own_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The fit's reports stay; each later command's go to ``outputs/``, and it says where."""
+    fitted = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
+    fit_metrics = (fitted.run_dir / "test_metrics.json").read_text()
+    best = f"--ckpt_path={fitted.trainer.checkpoint_callback.best_model_path}"
+    for subcommand in ("test", "test", "predict", "predict"):
+        run(subcommand, tmp_path, *NO_LOGGER, best, "--trainer.limit_test_batches=1")
+    assert (fitted.run_dir / "test_metrics.json").read_text() == fit_metrics
+    outputs = sorted(p.name.rsplit("-", 2)[0] for p in (fitted.run_dir / "outputs").iterdir())
+    assert outputs.count("test") >= 2 and outputs.count("predict") >= 2
+    tested = newest_output(fitted.run_dir, "test_metrics.json").parent
+    assert (tested / "plots" / "confusion_matrix.png").is_file()
+    printed = capsys.readouterr().out
+    assert f"Test reports: {tested.resolve()}" in printed
+    predicted = newest_output(fitted.run_dir, "predictions.csv")
+    assert f"Predictions: {predicted}" in printed
+
+
+def test_trainer_test_from_python_writes_the_reports(fitted, tmp_path: Path) -> None:
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, callbacks=[TestReports()], logger=False,
+        enable_progress_bar=False, limit_test_batches=2,
+    )  # fmt: skip
+    trainer.test(fitted.model, datamodule=fitted.datamodule)
+    assert "test/acc" in json.loads((tmp_path / "test_metrics.json").read_text())
+    assert (tmp_path / "per_class_metrics.csv").is_file()
+
+
+def test_predict_without_new_inputs_says_which_split_it_predicts(
+    fitted, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    best = f"--ckpt_path={fitted.trainer.checkpoint_callback.best_model_path}"
+    run("predict", tmp_path, *NO_LOGGER, best)
+    tested = fitted.datamodule.prepared.splits.count("test")
+    assert f"No new inputs given: predicting the test split ({tested} samples)" in caplog.text

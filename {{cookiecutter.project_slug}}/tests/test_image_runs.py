@@ -6,7 +6,7 @@ import csv
 import shutil
 from pathlib import Path
 
-from .conftest import NO_LOGGER, in_fresh_process, run
+from .conftest import NO_LOGGER, in_fresh_process, newest_output, run
 from .test_image_data import write_folder
 
 
@@ -28,7 +28,7 @@ def test_fit_on_a_folder_then_predict_new_files(tmp_path: Path) -> None:
     checkpoint = fitted.run_dir / "checkpoints" / "last.ckpt"
     run("predict", tmp_path / "runs", *NO_LOGGER, f"--ckpt_path={checkpoint}",
         f"--data.root={data}", f"--data.predict_root={inbox}")  # fmt: skip
-    rows = list(csv.DictReader((fitted.run_dir / "predictions.csv").open()))
+    rows = list(csv.DictReader(newest_output(fitted.run_dir, "predictions.csv").open()))
     assert sorted(row["id"] for row in rows) == sorted(
         p.relative_to(inbox).as_posix() for p in inbox.rglob("*.png")
     )
@@ -47,12 +47,10 @@ def test_predict_in_a_fresh_process_without_the_training_data(tmp_path: Path) ->
     checkpoint = fitted.run_dir / "checkpoints" / "last.ckpt"
     arguments = [f"--ckpt_path={checkpoint}", f"--data.predict_root={inbox}"]
     run("predict", tmp_path / "runs", *NO_LOGGER, f"--data.root={data}", *arguments)
-    predictions = fitted.run_dir / "predictions.csv"
-    in_training_process = predictions.read_text()
-    predictions.unlink()
+    in_training_process = newest_output(fitted.run_dir, "predictions.csv").read_text()
 
     data.rename(tmp_path / "moved-away")
     result = in_fresh_process("predict", fitted.run_dir / "config.yaml", *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert predictions.read_text() == in_training_process
+    assert newest_output(fitted.run_dir, "predictions.csv").read_text() == in_training_process
     assert len(in_training_process.splitlines()) == 1 + 20

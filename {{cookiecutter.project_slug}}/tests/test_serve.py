@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import NO_LOGGER, PACKAGE, datamodule_class, run
+from .conftest import NO_LOGGER, PACKAGE, datamodule_class, newest_output, run
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -227,7 +227,7 @@ def test_http_answers_as_predict_does(server: Server, fitted, tmp_path: Path) ->
     checkpoint = fitted.run_dir / "checkpoints" / "last.ckpt"
     arguments = WIRE.predict_arguments(inputs, tmp_path / "inputs")
     run("predict", tmp_path / "runs", *NO_LOGGER, f"--ckpt_path={checkpoint}", *arguments)
-    rows = list(csv.DictReader((fitted.run_dir / "predictions.csv").open()))
+    rows = list(csv.DictReader(newest_output(fitted.run_dir, "predictions.csv").open()))
     answer = WIRE.post(server.client, inputs)
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
@@ -308,7 +308,7 @@ def test_a_checkpoint_without_profile_serves_and_says_so(fitted, tmp_path: Path)
         assert report["status"] == "unavailable" and "no training profile" in report["message"]
     arguments = WIRE.predict_arguments(inputs, tmp_path / "inputs")
     cli = run("predict", tmp_path / "runs", *NO_LOGGER, f"--ckpt_path={old}", *arguments)
-    assert len((cli.run_dir / "predictions.csv").read_text().splitlines()) == 1 + 5
+    assert len(newest_output(cli.run_dir, "predictions.csv").read_text().splitlines()) == 1 + 5
 
 
 def test_serve_needs_a_checkpoint(tmp_path: Path) -> None:

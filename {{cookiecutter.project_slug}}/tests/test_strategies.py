@@ -16,7 +16,16 @@ from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy, Str
 from {{ cookiecutter.package_name }} import strategies
 from {{ cookiecutter.package_name }}.cli import cli_main
 
-from .conftest import CONFIG, NO_LOGGER, PROJECT, QUICK, TRAINERS, in_fresh_process, run
+from .conftest import (
+    CONFIG,
+    NO_LOGGER,
+    PROJECT,
+    QUICK,
+    TRAINERS,
+    in_fresh_process,
+    newest_output,
+    run,
+)
 
 PROFILES = sorted(p.stem for p in TRAINERS.glob("*.yaml"))
 GPU_PROFILES = {"gpu", "ddp", "fsdp", "deepspeed"}
@@ -100,7 +109,8 @@ def test_sharded_training_then_test_and_predict(tmp_path: Path, profile: str) ->
             subcommand, run_dir / "config.yaml", trainer, f"--ckpt_path={checkpoint}"
         )
         assert result.returncode == 0, result.stderr[-3000:]
-    assert [p.name for p in run_dir.glob("predictions*")] == ["predictions.csv"]
+    predicted = newest_output(run_dir, "predictions.csv").parent
+    assert [p.name for p in predicted.glob("predictions*")] == ["predictions.csv"]
 
 
 def fsdp_units(network: torch.nn.Module) -> list[str]:

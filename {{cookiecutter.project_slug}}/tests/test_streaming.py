@@ -20,7 +20,7 @@ from {{ cookiecutter.package_name }}.data import shards, streaming
 from {{ cookiecutter.package_name }}.data.image import ImageDataModule
 from {{ cookiecutter.package_name }}.data.split import SPLITS
 
-from .conftest import CONFIG, NO_LOGGER, PACKAGE, PROJECT, QUICK, TRAINERS, run
+from .conftest import CONFIG, NO_LOGGER, PACKAGE, PROJECT, QUICK, TRAINERS, newest_output, run
 from .test_image_data import write_folder
 
 litdata = pytest.importorskip("litdata")
@@ -168,7 +168,7 @@ def test_a_model_fitted_on_shards_predicts_new_image_files(fitted_on_shards, tmp
     inbox = write_folder(tmp_path / "inbox", per_class=2)
     checkpoint = f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
     run("predict", tmp_path, *NO_LOGGER, checkpoint, f"--data.predict_root={inbox}")
-    rows = list(csv.DictReader((run_dir / "predictions.csv").open()))
+    rows = list(csv.DictReader(newest_output(run_dir, "predictions.csv").open()))
     expected = sorted(p.relative_to(inbox).as_posix() for p in inbox.rglob("*.png"))
     assert sorted(row["id"] for row in rows) == expected
     assert all(row["predicted"] in [str(c) for c in range(10)] for row in rows)
@@ -214,7 +214,7 @@ def test_stopped_mid_epoch_then_resumed_ends_as_an_uninterrupted_run(
     run("predict", tmp_path, f"--config={tmp_path / 'whole' / 'config.yaml'}", ckpt)
     truth = {s["id"]: s["label"] for s in stored(digits, "test")}
     names = tested.datamodule.class_names
-    rows = list(csv.DictReader((tmp_path / "whole" / "predictions.csv").open()))
+    rows = list(csv.DictReader(newest_output(tmp_path / "whole", "predictions.csv").open()))
     hits = [names.index(row["predicted"]) == truth[row["id"]] for row in rows]
     # Each row's id is the sample predicted: the same accuracy as `test` on the same batches.
     assert sum(hits) / len(hits) == pytest.approx(tested.trainer.callback_metrics["test/acc"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
-from .conftest import NO_LOGGER, in_fresh_process, run
+from .conftest import NO_LOGGER, in_fresh_process, newest_output, run
 
 
 def write_table(path: Path) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def test_fit_on_a_csv_then_predict_new_rows(tmp_path: Path) -> None:
     run("predict", tmp_path / "runs", *NO_LOGGER, f"--ckpt_path={checkpoint}",
         f"--data.path={tmp_path / 'data' / 'table.csv'}", "--data.target=diagnosis",
         f"--data.predict_path={new}")  # fmt: skip
-    predicted = list(csv.DictReader((fitted.run_dir / "predictions.csv").open()))
+    predicted = list(csv.DictReader(newest_output(fitted.run_dir, "predictions.csv").open()))
     assert len(predicted) == 9
     assert {row["predicted"] for row in predicted} <= {"benign", "malignant"}
 
@@ -57,12 +57,10 @@ def test_predict_in_a_fresh_process_without_the_training_data(tmp_path: Path) ->
     data = tmp_path / "data" / "table.csv"
     run("predict", tmp_path / "runs", *NO_LOGGER, f"--data.path={data}", "--data.target=diagnosis",
         *arguments)  # fmt: skip
-    predictions = fitted.run_dir / "predictions.csv"
-    in_training_process = predictions.read_text()
-    predictions.unlink()
+    in_training_process = newest_output(fitted.run_dir, "predictions.csv").read_text()
 
     data.parent.rename(tmp_path / "moved-away")
     result = in_fresh_process("predict", fitted.run_dir / "config.yaml", *arguments)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert predictions.read_text() == in_training_process
+    assert newest_output(fitted.run_dir, "predictions.csv").read_text() == in_training_process
     assert len(in_training_process.splitlines()) == 1 + 25

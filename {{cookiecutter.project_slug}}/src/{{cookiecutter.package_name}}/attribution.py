@@ -46,11 +46,14 @@ def attribute(model: Classifier, x: Tensor, n_steps: int = 32, batch: int = 256)
     """
     was_training, device = model.training, model.device
     dtype = model.standardize.mean.dtype
-    inputs = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device, dtype)
-    baselines = model.standardize.mean.expand_as(inputs).contiguous()
     model.eval()
     try:
-        with torch.enable_grad():
+        # Gradients even when called at the end of a test loop, which runs in inference
+        # mode (a callback's on_test_end); tensors made there are cloned out of it.
+        with torch.inference_mode(False), torch.enable_grad():
+            inputs = (x.float() / 255 if x.dtype == torch.uint8 else x).to(device, dtype)
+            inputs = inputs.clone()
+            baselines = model.standardize.mean.clone().expand_as(inputs).contiguous()
             with torch.no_grad():
                 predicted = model(inputs).argmax(dim=1)
             attributions, delta = IntegratedGradients(model).attribute(

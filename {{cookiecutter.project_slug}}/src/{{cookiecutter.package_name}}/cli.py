@@ -3,7 +3,6 @@ own subcommands (see ``ProjectCLI.subcommands``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -19,10 +18,10 @@ from lightning.pytorch.cli import (
     LightningCLI,
     SaveConfigCallback,
 )
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from . import attribution, evaluation, reports, strategies
+from . import reports, strategies
 from .data.findings import DataError
 from .provenance import save_provenance
 from .rundir import (
@@ -30,6 +29,7 @@ from .rundir import (
     claim_run_dir,
     config_filename,
     newest_checkpoint,
+    outputs_dir,
     place_callbacks,
     release_claim,
     requeued,
@@ -173,8 +173,9 @@ class ProjectCLI(LightningCLI):
         notices = place_loggers(trainer.logger, self.run_dir)
         has_logger = trainer.logger not in (None, False, [])
         trainer.callbacks, more = place_callbacks(
-            trainer.callbacks, self.run_dir, has_logger, trainer.enable_progress_bar is not False
-        )
+            trainer.callbacks, self.run_dir, outputs_dir(self.run_dir, self.subcommand),
+            has_logger, trainer.enable_progress_bar is not False,
+        )  # fmt: skip
         for notice in [*notices, *more, f"Run directory: {self.run_dir}"]:
             rank_zero_info(notice)
         filename = config_filename(self.run_dir, self.subcommand)
@@ -205,63 +206,9 @@ class ProjectCLI(LightningCLI):
         self.after_test()
 
     def after_test(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        metrics = {
-            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")
-        }
-        metrics |= self.report_groups()
-        reports.save_metrics(metrics, self.run_dir / "test_metrics.json")
-        matrix = getattr(self.model, "confusion_matrix", None)
-        class_names = getattr(self.datamodule, "class_names", None)
-        if matrix is not None and class_names is None:
-            class_names = [str(i) for i in range(len(matrix))]
-        if matrix is not None:
-            figure = reports.confusion_figure(matrix, class_names, "Test confusion matrix")
-            plot = self.run_dir / "plots" / "confusion_matrix.png"
-            reports.publish_figure(figure, plot, self.trainer.loggers)
-            rows = evaluation.per_class_table(matrix, class_names)
-            reports.save_table(rows, self.run_dir / "per_class_metrics.csv")
-            print(reports.format_table(rows))
-        bins = getattr(self.model, "calibration_bins", None)
-        if bins is not None:
-            figure = reports.reliability_figure(bins, metrics["test/ece"])
-            plot = self.run_dir / "plots" / "reliability.png"
-            reports.publish_figure(figure, plot, self.trainer.loggers)
-        if strategies.holds_whole_model(self.trainer.strategy):
-            attribution.explain(self.model, self.datamodule, self.run_dir, self.trainer.loggers)
-        print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
-        print(reports.describe_run(self.run_dir))
-
-    def report_groups(self) -> dict[str, float]:
-        """``group_metrics.json`` and a printed table when the data names groups; returns
-        the largest gaps as test metrics."""
-        counts = getattr(self.model, "group_confusion", None)
-        if counts is None:
-            return {}
-        names = self.datamodule.class_names
-        rows = evaluation.per_group_table(counts, self.datamodule.group_names, names)
-        threshold, min_size = self.datamodule.max_group_gap, self.datamodule.min_group_size
-        gaps = evaluation.largest_gaps(rows, threshold, min_size)
-        summary = {"groups": rows, "gaps": gaps, "max_group_gap": threshold}
-        summary["min_group_size"] = min_size
-        path = self.run_dir / "group_metrics.json"
-        path.write_text(json.dumps(summary, indent=2) + "\n")
-        print(reports.format_table(rows) + "\n" + evaluation.format_gaps(gaps))
-        flagged = [metric for metric, gap in gaps.items() if gap["flagged"]]
-        if flagged:
-            rank_zero_warn(
-                f"Test metrics differ between groups by more than max_group_gap={threshold} "
-                f"({', '.join(flagged)}): see {path}"
-            )
-        gap_metrics = {
-            f"test/group_gap/{metric}": gap["gap"]
-            for metric, gap in gaps.items()
-            if gap["gap"] is not None
-        }
-        for logger in self.trainer.loggers:
-            logger.log_metrics(gap_metrics)
-        return gap_metrics
+        # The reports themselves are TestReports' (a callback: trainer.test() writes them too).
+        if self.trainer.is_global_zero:
+            print(reports.describe_run(self.run_dir))
 
 
 def cli_main(args: ArgsType = None) -> ProjectCLI:

@@ -8,6 +8,7 @@ Layout::
         checkpoints/best-*.ckpt, last.ckpt
         csv/ | tensorboard/ | wandb/       whichever loggers are on
         plots/, test_metrics.json   written after testing
+        outputs/<subcommand>-<time>/      what each later test or predict wrote
 
 ``<name>`` defaults to ``<YYYYmmdd-HHMMSS>-<subcommand>``. A checkpoint inside a run
 directory brings later commands (resume, test, predict) back to that directory.
@@ -30,6 +31,8 @@ from lightning.pytorch.callbacks import (
     OnExceptionCheckpoint,
     ProgressBar,
 )
+
+from .callbacks import PredictionWriter, TestReports
 
 # DDP starts one process per device, each parsing the same command line; the first one
 # exports the directory it chose so the others write to the same place.
@@ -138,6 +141,20 @@ def config_filename(run_dir: Path, subcommand: str) -> str:
     return f"config.{subcommand}-{datetime.now():%Y%m%d-%H%M%S}.yaml"
 
 
+def outputs_dir(run_dir: Path, subcommand: str) -> Path:
+    """Where a command's reports and predictions go: the run directory for ``fit`` and for
+    a command that starts a run; ``outputs/<subcommand>-<time>/`` for a later ``test`` or
+    ``predict``, so none overwrites the fit's results or another command's."""
+    if subcommand == "fit" or not (run_dir / "config.yaml").exists():
+        return run_dir
+    first = run_dir / "outputs" / f"{subcommand}-{datetime.now():%Y%m%d-%H%M%S}"
+    path, n = first, 1
+    while path.exists():  # another command of the same second
+        n += 1
+        path = first.with_name(f"{first.name}-{n}")
+    return path
+
+
 def spec_class(spec: Any) -> type | None:
     """The class a parsed ``class_path``/``init_args`` spec names; None for anything else."""
     if not isinstance(spec, Namespace) or "class_path" not in spec:
@@ -147,10 +164,15 @@ def spec_class(spec: Any) -> type | None:
 
 
 def place_callbacks(
-    callbacks: list | None, run_dir: Path, has_logger: bool, progress_bar: bool = True
+    callbacks: list | None,
+    run_dir: Path,
+    outputs: Path,
+    has_logger: bool,
+    progress_bar: bool = True,
 ) -> tuple[list, list]:
-    """Checkpoints go to ``run_dir/checkpoints``; LearningRateMonitor needs a logger; a
-    configured progress bar yields to ``--trainer.enable_progress_bar false``.
+    """Checkpoints go to ``run_dir/checkpoints``, test reports and predictions to
+    ``outputs``; LearningRateMonitor needs a logger; a configured progress bar yields to
+    ``--trainer.enable_progress_bar false``.
 
     Returns the callback specs to keep and notices to print.
     """
@@ -160,6 +182,10 @@ def place_callbacks(
         saves = cls is not None and issubclass(cls, ModelCheckpoint | OnExceptionCheckpoint)
         if saves and not spec.init_args.get("dirpath"):
             spec.init_args.dirpath = str(run_dir / "checkpoints")
+        writes = cls is not None and issubclass(cls, PredictionWriter | TestReports)
+        if writes and not spec.get("init_args", {}).get("dirpath"):
+            spec.init_args = spec.get("init_args") or Namespace()
+            spec.init_args.dirpath = str(outputs)
         if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
             notices.append("No logger: LearningRateMonitor is off for this run.")
             continue

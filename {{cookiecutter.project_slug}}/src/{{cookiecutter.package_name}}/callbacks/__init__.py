@@ -5,6 +5,7 @@ from .gradient_monitor import GradientMonitor
 from .prediction_writer import PredictionWriter
 from .progress_bar import ProgressBar
 from .resumable import Resumable
+from .test_reports import TestReports
 from .training_curves import TrainingCurves
 from .validation_plots import ValidationPlots
 
@@ -14,6 +15,7 @@ __all__ = [
     "PredictionWriter",
     "ProgressBar",
     "Resumable",
+    "TestReports",
     "TrainingCurves",
     "ValidationPlots",
 ]

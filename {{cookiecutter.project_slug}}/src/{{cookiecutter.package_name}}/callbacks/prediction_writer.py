@@ -23,9 +23,16 @@ class PredictionWriter(BasePredictionWriter):
     parts into one file, so one GPU or eight give the same ``predictions.csv``.
     """
 
-    def __init__(self, filename: str = "predictions.csv") -> None:
+    def __init__(self, filename: str = "predictions.csv", dirpath: str | None = None) -> None:
+        """
+        Args:
+            filename: The CSV file's name.
+            dirpath: Its folder; None: the trainer's ``default_root_dir``. The command line
+                sets a new ``outputs/predict-<time>/`` in the run directory for each
+                ``predict``, so none overwrites another's.
+        """
         super().__init__(write_interval="epoch")
-        self.filename = filename
+        self.filename, self.dirpath = filename, dirpath
 
     def write_on_epoch_end(
         self,
@@ -49,7 +56,7 @@ class PredictionWriter(BasePredictionWriter):
                 indices, ids, predicted, probabilities.tolist(), strict=True
             )
         ]
-        path = Path(trainer.default_root_dir) / self.filename
+        path = Path(self.dirpath or trainer.default_root_dir) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         header = ["id", "predicted", *names]
         if trainer.world_size == 1:

@@ -321,6 +321,8 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
 
     def predict_dataloader(self) -> StatefulDataLoader:
         if self.predict_inputs is None:
+            tested = self.prepared.splits.count("test")
+            rank_zero_info(f"No new inputs given: predicting the test split ({tested} samples).")
             return self.test_dataloader()
         return self.evaluation_loader(self.predict_inputs[0])
 
