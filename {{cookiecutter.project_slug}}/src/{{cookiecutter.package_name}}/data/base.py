@@ -157,7 +157,11 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     # --- the fitted state -----------------------------------------------------------------
     @cached_property
     def prepared(self) -> Prepared:
-        return self.prepare()
+        try:
+            return self.prepare()
+        except AttributeError as error:  # LightningCLI's links read hasattr(data, "num_classes"):
+            # an AttributeError would be taken for "no such attribute", the real one lost
+            raise RuntimeError(f"Preparing the data failed: {error!r}") from error
 
     @cached_property
     def predict_inputs(self) -> tuple[Dataset, list[str]] | None:

@@ -9,6 +9,7 @@ how rows are encoded, for training and for prediction alike.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,6 +32,11 @@ ID_RHO = 0.99  # |Spearman rho| of a numeric column with the row order: a row co
 MIN_ROWS = 20  # fewer non-missing cells say nothing about uniqueness or order
 LEAK_ROWS = 20_000  # the leak check fits its trees on at most this many training rows
 EPOCH = pd.Timestamp(0, tz="UTC")
+# Commas between thousands, a point before the decimals: "1,001.5", as English-language
+# spreadsheets write numbers. Only whole groups of three digits, so "1,5" is no such number.
+GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+")  # "1,5", "1.001,5"
+BOOLEANS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0}
 
 
 @dataclass
@@ -86,9 +92,28 @@ def numbers(column: pd.Series, dates: bool = False) -> pd.Series:
     """Floats; junk cells missing. ``dates``: a date column, as seconds."""
     if dates or pd.api.types.is_datetime64_any_dtype(column):
         return seconds(column)
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return column.astype(float)
+    return parse_numbers(texts(column))
+
+
+def parse_numbers(cells: pd.Series) -> pd.Series:
+    """Text cells as floats: numbers as Python writes them, or with commas between
+    thousands (``GROUPED``); anything else missing. Decimals read back as written."""
+    values = pd.to_numeric(cells, errors="coerce").astype(float)
+    failed = cells[values.isna() & cells.notna()]
+    grouped = failed[failed.map(lambda cell: GROUPED.fullmatch(cell) is not None)]
+    if len(grouped):
+        values[grouped.index] = pd.to_numeric(grouped.str.replace(",", "", regex=False))
+    return values
+
+
+def booleans(column: pd.Series) -> pd.Series:
+    """True and false (any case; 1 and 0) as 1.0 and 0.0; anything else missing."""
     if pd.api.types.is_bool_dtype(column):
         return column.astype(float)
-    return pd.to_numeric(column, errors="coerce").astype(float)
+    words = texts(column).map(str.lower, na_action="ignore")
+    return words.map(BOOLEANS).astype(float)
 
 
 def texts(column: pd.Series) -> pd.Series:
@@ -96,8 +121,38 @@ def texts(column: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         as_text = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in column]
         return pd.Series(as_text, index=column.index, dtype=object).where(column.notna())
-    stripped = column.astype(object).where(column.notna()).map(str, na_action="ignore")
-    return stripped.str.strip().replace("", np.nan)
+    present = column.astype(object).where(column.notna())
+    stripped = present.map(lambda cell: str(cell).strip() or np.nan, na_action="ignore")
+    return stripped.astype(object)
+
+
+def refuse_decimal_commas(source: str, name: str, column: pd.Series) -> None:
+    """A DataError for a column of numbers written with a decimal comma: is "1,5" 1.5 or
+    15, and is "1,001" 1001 or 1.001? Either reading could silently change a value."""
+    cells = texts(column).dropna()
+    words = cells[parse_numbers(cells).isna()]
+    comma = words.map(lambda cell: DECIMAL_COMMA.fullmatch(cell) is not None).astype(bool)
+    if comma.any() and set(words[~comma].str.lower()) <= JUNK:
+        shown = [words.loc[r] for r in words.index[comma][:3]]
+        raise DataError(
+            f"{source}: column {name!r} writes numbers with a decimal comma ({shown}, "
+            f"{name_rows(words.index[comma])}); convert them to a decimal point ('1.5'), "
+            "with commas only between thousands, or list the column in "
+            "data.init_args.categorical if they are names"
+        )
+
+
+def refuse_infinite(source: str, name: str, cells: pd.Series, values: pd.Series) -> None:
+    """A DataError naming the cells of ``values`` too large for a float ("inf", "1e400"):
+    no model can take them, and no median may silently stand in for them."""
+    rows = values.index[np.isinf(values.to_numpy(np.float64, na_value=np.nan))]
+    if len(rows):
+        shown = ", ".join(repr(cells.loc[r]) for r in rows[:5])
+        raise DataError(
+            f"{source}: column {name!r} holds numbers no float holds ({name_rows(rows)}: "
+            f"{shown}); write a finite number, leave the cell empty for a missing value, "
+            "or list the column in data.init_args.categorical if these are names"
+        )
 
 
 def looks_like_dates(cells: pd.Series) -> bool:
@@ -110,14 +165,20 @@ def looks_like_dates(cells: pd.Series) -> bool:
 def column_kind(
     name: str, column: pd.Series, rules: TableRules, random_split: bool
 ) -> tuple[str, list[Finding]]:
-    """``numeric``, ``categorical``, ``date`` or ``drop``, and what was found on the way."""
+    """``numeric``, ``boolean``, ``categorical``, ``date`` or ``drop``, and what was found
+    on the way. True/false columns are booleans whether a CSV writes them as words or a
+    Parquet file holds them as bools, so the same rows encode alike from either."""
     if pd.api.types.is_datetime64_any_dtype(column):
         kind = "date"
-    elif pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+    elif pd.api.types.is_bool_dtype(column):
+        return "boolean", []
+    elif pd.api.types.is_numeric_dtype(column):
         return "numeric", []
     else:
         cells = texts(column).dropna()
-        parsed = pd.to_numeric(cells, errors="coerce")
+        if len(cells) and cells.str.lower().isin(["true", "false"]).all():
+            return "boolean", []
+        parsed = parse_numbers(cells)
         words = cells[parsed.isna()]
         share = parsed.notna().mean() if len(cells) else 0.0
         tokens = sorted(set(words), key=str)
