@@ -27,10 +27,11 @@ def read_table(
     encoding: str = "utf-8",
     delimiter: str | None = None,
 ) -> pd.DataFrame:
-    """Rows numbered from 0 in file order. CSV cells are read as text, so that every type
-    is decided by the typing (``table_checks``), the same way for training and prediction;
-    only empty cells are missing. ``delimiter`` None: sniffed from the first lines.
-    Columns without a name or a value are left out (a finding appended to ``findings``)."""
+    """Rows numbered from 0 in file order (see ``columns_named``). CSV cells are read as
+    text, so that every type is decided by the typing (``table_checks``), the same way for
+    training and prediction; only empty cells are missing. ``delimiter`` None: sniffed from
+    the first lines. Columns without a name or a value are left out (a finding appended to
+    ``findings``)."""
     if path is None:
         bunch = load_breast_cancer(as_frame=True)
         return bunch.data.assign(**{target: bunch.target.map(dict(enumerate(bunch.target_names)))})
@@ -38,12 +39,12 @@ def read_table(
     if not path.is_file():
         raise DataError(f"{path}: no such file (data.path and predict_path take CSV or Parquet)")
     if path.suffix == ".parquet":
-        table = read_parquet(path)
+        table = read_parquet(path).reset_index(drop=True)
     else:
         text = decoded(path, encoding)
         table = columns_named(path, cells(path, text, delimiter or sniffed(text)), findings)
     refuse_duplicates(path, [str(name) for name in table.columns])
-    return table.rename(columns=str).reset_index(drop=True)
+    return table.rename(columns=str)
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
@@ -100,7 +101,7 @@ def cells(path: Path, text: str, delimiter: str) -> pd.DataFrame:
     try:
         return pd.read_csv(
             io.StringIO(text), sep=delimiter, header=None, dtype=str, keep_default_na=False,
-            na_values=[""], skip_blank_lines=True, index_col=False,
+            na_values=[""], skip_blank_lines=False, index_col=False,
         )  # fmt: skip
     except pd.errors.ParserError as error:
         shape = SHAPE_ERROR.search(str(error))
@@ -121,10 +122,15 @@ def cells(path: Path, text: str, delimiter: str) -> pd.DataFrame:
 
 
 def columns_named(path: Path, lines: pd.DataFrame, findings: list[Finding] | None) -> pd.DataFrame:
-    """The rows below the header, under its names. A column with neither a name nor a value
-    (a delimiter ending every line: a spreadsheet export) is left out with a finding; one
-    with values and no name is called ``Unnamed: <position>``, as pandas calls it."""
+    """The rows below the header, under its names, numbered from 0 in file order. Lines with
+    no value (blank, or only spaces and delimiters) are left out, their numbers with them,
+    so that every row keeps its number. A column with neither a name nor a value (a
+    delimiter ending every line: a spreadsheet export) is left out with a finding; one with
+    values and no name is called ``Unnamed: <position>``, as pandas calls it."""
     header, rows = lines.iloc[0], lines.iloc[1:]
+    rows.index = range(len(rows))
+    valued = rows.apply(lambda column: column.str.strip().fillna("").ne(""))
+    rows = rows[valued.any(axis=1)]
     if rows.empty:
         raise DataError(f"{path}: a header and no rows; add the rows below the header line")
     keep, names = [], []
