@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer
 
 from {{ cookiecutter.package_name }}.data.findings import DataError
-from {{ cookiecutter.package_name }}.data.split import assign_splits
 from {{ cookiecutter.package_name }}.data.table_checks import numbers
 from {{ cookiecutter.package_name }}.data.table_reading import read_table
 from {{ cookiecutter.package_name }}.data.tabular import TabularDataModule
@@ -172,12 +171,6 @@ def test_a_class_with_one_row_is_named_by_its_label(tmp_path: Path, table) -> No
     table.loc[0, "diagnosis"] = "rare"
     with pytest.raises(DataError, match=r"class 'rare' has 1 sample"):
         _ = module(written(tmp_path, table)).prepared
-
-
-def test_the_split_names_a_too_small_class_by_its_name() -> None:
-    labels = np.array([0] * 10 + [1] * 10 + [2])
-    with pytest.raises(DataError, match=r"class 'eel' has 1 sample"):
-        assign_splits(labels, [None] * 21, 0.2, 0.2, 0, class_names=["cat", "dog", "eel"])
 
 
 # --- duplicate column names ---------------------------------------------------------------
