@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer
 
 from {{ cookiecutter.package_name }}.data.findings import DataError
-from {{ cookiecutter.package_name }}.data.table_checks import numbers
-from {{ cookiecutter.package_name }}.data.table_reading import read_table
+from {{ cookiecutter.package_name }}.data.table_reading import numbers, read_table
 from {{ cookiecutter.package_name }}.data.tabular import TabularDataModule
 
 from .conftest import NO_LOGGER, run
@@ -69,6 +68,15 @@ def test_a_decimal_comma_is_refused_naming_the_column(tmp_path: Path, table) -> 
     where = r"t\.csv: column 'radius'.*decimal comma.*'17,99'.*rows 0, 1"
     with pytest.raises(DataError, match=where):
         _ = module(path).prepared
+
+
+def test_dates_beyond_nanoseconds_are_dates(tmp_path: Path, table) -> None:
+    """Database exports write 0001-01-01 and 9999-12-31 for "none" and "no end"."""
+    days = pd.date_range("2000-01-01", periods=len(table), freq="D").strftime("%Y-%m-%d")
+    ends = np.where(np.arange(len(table)) % 7 == 0, "9999-12-31", days)
+    datamodule = module(written(tmp_path, table.assign(ends=ends)))
+    assert datamodule.state["dates"] == ["ends"]
+    assert datamodule.profile_table["ends"].max() == pd.Timestamp("9999-12-31").timestamp()
 
 
 # --- numbers no float holds ---------------------------------------------------------------

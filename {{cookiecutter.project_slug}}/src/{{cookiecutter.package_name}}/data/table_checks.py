@@ -2,15 +2,14 @@
 columns, outliers, timestamps and the order of a time split.
 
 Plain functions from a table to findings (subject: a column or a row id); ``TableRules``
-says what ``fit`` does about each. The conversions here (``numbers``, ``texts``) are also
-how rows are encoded, for training and for prediction alike.
+says what ``fit`` does about each. Cells become values as ``table_reading`` reads them
+(``numbers``, ``texts``): the same way rows are encoded, for training and prediction alike.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,21 +21,14 @@ from sklearn.tree import DecisionTreeClassifier
 
 from .checks import CommonRules
 from .findings import DataError, Finding
+from .table_reading import JUNK, name_rows, numbers, parse_numbers, seconds, texts
 
-# Cells that mean "no value" in a column of numbers (compared lower-cased and stripped).
-JUNK = {"", "?", "-", "--", ".", "n/a", "na", "nan", "null", "none", "nil", "missing", "#n/a"}
 MIXED_SHARE = 0.1  # numbers and words each at least this share of a column's cells: mixed
 DATE_SHARE = 0.95  # at least this share of a text column parses as dates: a timestamp
 ID_UNIQUE = 0.95  # integer or text columns this unique are identifiers
 ID_RHO = 0.99  # |Spearman rho| of a numeric column with the row order: a row counter
 MIN_ROWS = 20  # fewer non-missing cells say nothing about uniqueness or order
 LEAK_ROWS = 20_000  # the leak check fits its trees on at most this many training rows
-EPOCH = pd.Timestamp(0, tz="UTC")
-# Commas between thousands, a point before the decimals: "1,001.5", as English-language
-# spreadsheets write numbers. Only whole groups of three digits, so "1,5" is no such number.
-GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
-DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+")  # "1,5", "1.001,5"
-BOOLEANS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0}
 
 
 @dataclass
@@ -72,93 +64,9 @@ class TableRules(CommonRules):
     timestamp_column: Literal["keep", "drop", "fail"] = "keep"
 
 
-def name_rows(rows: Iterable, limit: int = 5) -> str:
-    rows = [str(r) for r in rows]
-    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-    return f"row{'s' if len(rows) > 1 else ''} {', '.join(rows[:limit])}{more}"
-
-
-# --- conversions shared by checks and encoding ------------------------------------------
-def seconds(column: pd.Series) -> pd.Series:
-    """Dates as seconds since 1970 (UTC); unparseable cells missing."""
-    if not pd.api.types.is_datetime64_any_dtype(column):
-        column = pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
-    elif column.dt.tz is None:
-        column = column.dt.tz_localize("UTC")
-    return (column - EPOCH).dt.total_seconds()
-
-
-def numbers(column: pd.Series, dates: bool = False) -> pd.Series:
-    """Floats; junk cells missing. ``dates``: a date column, as seconds."""
-    if dates or pd.api.types.is_datetime64_any_dtype(column):
-        return seconds(column)
-    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
-        return column.astype(float)
-    return parse_numbers(texts(column))
-
-
-def parse_numbers(cells: pd.Series) -> pd.Series:
-    """Text cells as floats: numbers as Python writes them, or with commas between
-    thousands (``GROUPED``); anything else missing. Decimals read back as written."""
-    values = pd.to_numeric(cells, errors="coerce").astype(float)
-    failed = cells[values.isna() & cells.notna()]
-    grouped = failed[failed.map(lambda cell: GROUPED.fullmatch(cell) is not None)]
-    if len(grouped):
-        values[grouped.index] = pd.to_numeric(grouped.str.replace(",", "", regex=False))
-    return values
-
-
-def booleans(column: pd.Series) -> pd.Series:
-    """True and false (any case; 1 and 0) as 1.0 and 0.0; anything else missing."""
-    if pd.api.types.is_bool_dtype(column):
-        return column.astype(float)
-    words = texts(column).map(str.lower, na_action="ignore")
-    return words.map(BOOLEANS).astype(float)
-
-
-def texts(column: pd.Series) -> pd.Series:
-    """Categories as stripped strings, whole numbers without ".0"; empty cells missing."""
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        as_text = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in column]
-        return pd.Series(as_text, index=column.index, dtype=object).where(column.notna())
-    present = column.astype(object).where(column.notna())
-    stripped = present.map(lambda cell: str(cell).strip() or np.nan, na_action="ignore")
-    return stripped.astype(object)
-
-
-def refuse_decimal_commas(source: str, name: str, column: pd.Series) -> None:
-    """A DataError for a column of numbers written with a decimal comma: is "1,5" 1.5 or
-    15, and is "1,001" 1001 or 1.001? Either reading could silently change a value."""
-    cells = texts(column).dropna()
-    words = cells[parse_numbers(cells).isna()]
-    comma = words.map(lambda cell: DECIMAL_COMMA.fullmatch(cell) is not None).astype(bool)
-    if comma.any() and set(words[~comma].str.lower()) <= JUNK:
-        shown = [words.loc[r] for r in words.index[comma][:3]]
-        raise DataError(
-            f"{source}: column {name!r} writes numbers with a decimal comma ({shown}, "
-            f"{name_rows(words.index[comma])}); convert them to a decimal point ('1.5'), "
-            "with commas only between thousands, or list the column in "
-            "data.init_args.categorical if they are names"
-        )
-
-
-def refuse_infinite(source: str, name: str, cells: pd.Series, values: pd.Series) -> None:
-    """A DataError naming the cells of ``values`` too large for a float ("inf", "1e400"):
-    no model can take them, and no median may silently stand in for them."""
-    rows = values.index[np.isinf(values.to_numpy(np.float64, na_value=np.nan))]
-    if len(rows):
-        shown = ", ".join(repr(cells.loc[r]) for r in rows[:5])
-        raise DataError(
-            f"{source}: column {name!r} holds numbers no float holds ({name_rows(rows)}: "
-            f"{shown}); write a finite number, leave the cell empty for a missing value, "
-            "or list the column in data.init_args.categorical if these are names"
-        )
-
-
 def looks_like_dates(cells: pd.Series) -> bool:
     sample = cells[cells.str.contains(r"\d", regex=True)].iloc[:1000]
-    parsed = pd.to_datetime(sample, errors="coerce", format="mixed", utc=True)
-    return len(cells) > 0 and parsed.notna().sum() >= DATE_SHARE * min(len(cells), 1000)
+    return len(cells) > 0 and seconds(sample).notna().sum() >= DATE_SHARE * min(len(cells), 1000)
 
 
 # --- column types -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 
 from .base import InputError
 from .findings import Finding
-from .table_checks import booleans, numbers, parse_numbers, texts
+from .table_reading import booleans, numbers, parse_numbers, texts
 
 
 def encode(frame: pd.DataFrame, state: dict[str, Any]) -> torch.Tensor:

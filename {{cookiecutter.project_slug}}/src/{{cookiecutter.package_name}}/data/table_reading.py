@@ -1,6 +1,11 @@
-"""Reading a table file as text cells: CSV decoded, its delimiter found and its header
-checked, or Parquet. Training, ``predict`` and ``profile`` read through here; a file that
-holds no table of one named column per cell is a DataError naming the file and the line."""
+"""Reading a table: a file as text cells (CSV decoded, its delimiter found and its header
+checked, or Parquet), and cells as values (numbers, booleans, dates, categories).
+
+Training, ``profile``, ``predict`` and ``serve`` all read through here, so a cell means the
+same wherever it comes from. A file that holds no table of one named column per cell, or a
+number no float reads as written, is a DataError naming the file, the line or column, and
+what to do.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
@@ -18,6 +25,14 @@ from .findings import DataError, Finding
 DELIMITERS = ",;\t|"  # the ones spreadsheets and databases export; sniffed in this order
 SNIFF_CHARS = 64_000  # the delimiter is found in the first lines, up to this many characters
 SHAPE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+# Cells that mean "no value" in a column of numbers (compared lower-cased and stripped).
+JUNK = {"", "?", "-", "--", ".", "n/a", "na", "nan", "null", "none", "nil", "missing", "#n/a"}
+EPOCH = pd.Timestamp(0, tz="UTC")
+# Commas between thousands, a point before the decimals: "1,001.5", as English-language
+# spreadsheets write numbers. Only whole groups of three digits, so "1,5" is no such number.
+GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+")  # "1,5", "1.001,5"
+BOOLEANS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0}
 
 
 def read_table(
@@ -161,4 +176,89 @@ def refuse_duplicates(path: Path, names: list[str]) -> None:
         raise DataError(
             f"{path}: column {name!r} is named {times} (columns {' and '.join(where)}); give "
             "each column its own name"
+        )
+
+
+def name_rows(rows: Iterable, limit: int = 5) -> str:
+    rows = [str(r) for r in rows]
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"row{'s' if len(rows) > 1 else ''} {', '.join(rows[:limit])}{more}"
+
+
+# --- cells as values, for checks and encoding alike ------------------------------------------
+def seconds(column: pd.Series) -> pd.Series:
+    """Dates as seconds since 1970 (UTC); unparseable cells missing."""
+    if not pd.api.types.is_datetime64_any_dtype(column):
+        column = pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
+    elif column.dt.tz is None:
+        column = column.dt.tz_localize("UTC")
+    # In the dates' own unit: dates outside 1677-2262 (the 0001-01-01 and 9999-12-31 of
+    # database exports) don't fit nanoseconds, which the epoch's unit would impose.
+    return (column - EPOCH.as_unit(column.dt.unit)).dt.total_seconds()
+
+
+def numbers(column: pd.Series, dates: bool = False) -> pd.Series:
+    """Floats; junk cells missing. ``dates``: a date column, as seconds."""
+    if dates or pd.api.types.is_datetime64_any_dtype(column):
+        return seconds(column)
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return column.astype(float)
+    return parse_numbers(texts(column))
+
+
+def parse_numbers(cells: pd.Series) -> pd.Series:
+    """Text cells as floats: numbers as Python writes them, or with commas between
+    thousands (``GROUPED``); anything else missing. Decimals read back as written."""
+    values = pd.to_numeric(cells, errors="coerce").astype(float)
+    failed = cells[values.isna() & cells.notna()]
+    grouped = failed[failed.map(lambda cell: GROUPED.fullmatch(cell) is not None)]
+    if len(grouped):
+        values[grouped.index] = pd.to_numeric(grouped.str.replace(",", "", regex=False))
+    return values
+
+
+def booleans(column: pd.Series) -> pd.Series:
+    """True and false (any case; 1 and 0) as 1.0 and 0.0; anything else missing."""
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype(float)
+    words = texts(column).map(str.lower, na_action="ignore")
+    return words.map(BOOLEANS).astype(float)
+
+
+def texts(column: pd.Series) -> pd.Series:
+    """Categories as stripped strings, whole numbers without ".0"; empty cells missing."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        as_text = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in column]
+        return pd.Series(as_text, index=column.index, dtype=object).where(column.notna())
+    present = column.astype(object).where(column.notna())
+    stripped = present.map(lambda cell: str(cell).strip() or np.nan, na_action="ignore")
+    return stripped.astype(object)
+
+
+def refuse_decimal_commas(source: str, name: str, column: pd.Series) -> None:
+    """A DataError for a column of numbers written with a decimal comma: is "1,5" 1.5 or
+    15, and is "1,001" 1001 or 1.001? Either reading could silently change a value."""
+    cells = texts(column).dropna()
+    words = cells[parse_numbers(cells).isna()]
+    comma = words.map(lambda cell: DECIMAL_COMMA.fullmatch(cell) is not None).astype(bool)
+    if comma.any() and set(words[~comma].str.lower()) <= JUNK:
+        shown = [words.loc[r] for r in words.index[comma][:3]]
+        raise DataError(
+            f"{source}: column {name!r} writes numbers with a decimal comma ({shown}, "
+            f"{name_rows(words.index[comma])}); convert them to a decimal point ('1.5'), "
+            "with commas only between thousands, or list the column in "
+            "data.init_args.categorical if they are names"
+        )
+
+
+def refuse_infinite(source: str, name: str, cells: pd.Series, values: pd.Series) -> None:
+    """A DataError naming the cells of ``values`` too large for a float ("inf", "1e400"):
+    no model can take them, and no median may silently stand in for them."""
+    rows = values.index[np.isinf(values.to_numpy(np.float64, na_value=np.nan))]
+    if len(rows):
+        shown = ", ".join(repr(cells.loc[r]) for r in rows[:5])
+        raise DataError(
+            f"{source}: column {name!r} holds numbers no float holds ({name_rows(rows)}: "
+            f"{shown}); write a finite number, leave the cell empty for a missing value, "
+            "or list the column in data.init_args.categorical if these are names"
         )

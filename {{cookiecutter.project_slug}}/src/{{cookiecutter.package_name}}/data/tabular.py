@@ -31,14 +31,10 @@ from .table_checks import (
     id_like_columns,
     label_leaks,
     missing_values,
-    name_rows,
     outliers,
     parse_times,
-    refuse_decimal_commas,
-    refuse_infinite,
     robust_z,
     row_hashes,
-    texts,
     time_order,
 )
 from .table_encoding import (
@@ -50,7 +46,14 @@ from .table_encoding import (
     typed_column,
 )
 from .table_profile import histograms, missing_map
-from .table_reading import DELIMITERS, read_table
+from .table_reading import (
+    DELIMITERS,
+    name_rows,
+    read_table,
+    refuse_decimal_commas,
+    refuse_infinite,
+    texts,
+)
 
 EMBEDDED = "embedded breast cancer"
 
