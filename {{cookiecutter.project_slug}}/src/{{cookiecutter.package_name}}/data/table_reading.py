@@ -144,8 +144,10 @@ def columns_named(path: Path, lines: pd.DataFrame, findings: list[Finding] | Non
     values and no name is called ``Unnamed: <position>``, as pandas calls it."""
     header, rows = lines.iloc[0], lines.iloc[1:]
     rows.index = range(len(rows))
-    valued = rows.apply(lambda column: column.str.strip().fillna("").ne(""))
-    rows = rows[valued.any(axis=1)]
+    first = rows.iloc[:, 0]
+    maybe_blank = rows[first.isna() | first.str.isspace().fillna(False).astype(bool)]
+    blank = maybe_blank.apply(lambda column: column.str.strip().fillna("").eq("")).all(axis=1)
+    rows = rows.drop(index=blank.index[blank])
     if rows.empty:
         raise DataError(f"{path}: a header and no rows; add the rows below the header line")
     keep, names = [], []
@@ -203,14 +205,14 @@ def numbers(column: pd.Series, dates: bool = False) -> pd.Series:
         return seconds(column)
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return column.astype(float)
-    return parse_numbers(texts(column))
+    return parse_numbers(column)
 
 
 def parse_numbers(cells: pd.Series) -> pd.Series:
     """Text cells as floats: numbers as Python writes them, or with commas between
     thousands (``GROUPED``); anything else missing. Decimals read back as written."""
     values = pd.to_numeric(cells, errors="coerce").astype(float)
-    failed = cells[values.isna() & cells.notna()]
+    failed = texts(cells[values.isna() & cells.notna()]).dropna()
     grouped = failed[failed.map(lambda cell: GROUPED.fullmatch(cell) is not None)]
     if len(grouped):
         values[grouped.index] = pd.to_numeric(grouped.str.replace(",", "", regex=False))
