@@ -122,8 +122,10 @@ TASK = {
         "src/my_project/data/table_checks.py",
         "src/my_project/data/table_encoding.py",
         "src/my_project/data/table_profile.py",
+        "src/my_project/data/table_reading.py",
         "src/my_project/networks/mlp.py",
         "tests/test_tabular_data.py",
+        "tests/test_table_reading.py",
         "tests/test_table_runs.py",
     },
 }

@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
 from {{ cookiecutter.package_name }}.data import loading
-from {{ cookiecutter.package_name }}.data.split import SPLITS, stratified_split
+from {{ cookiecutter.package_name }}.data.findings import DataError
+from {{ cookiecutter.package_name }}.data.split import SPLITS, assign_splits, stratified_split
 
 from .conftest import datamodule_class
 
@@ -52,6 +53,13 @@ def test_test_split_does_not_move_when_validation_grows() -> None:
     assert np.array_equal(
         stratified_split(labels, 0.1, 0.2, 0)[2], stratified_split(labels, 0.3, 0.2, 0)[2]
     )
+
+
+@pytest.mark.parametrize("given", [[None] * 21, ["test"] + [None] * 20])
+def test_a_class_too_small_to_split_is_named_by_its_name(given: list) -> None:
+    labels = np.array([0] * 10 + [1] * 10 + [2])
+    with pytest.raises(DataError, match=r"class 'eel' has 1 sample.*add samples"):
+        assign_splits(labels, given, 0.2, 0.2, 0, class_names=["cat", "dog", "eel"])
 
 
 @pytest.mark.parametrize("val, test", [(0.0, 0.2), (0.5, 0.5), (0.2, 1.0)])

@@ -180,6 +180,13 @@ def test_given_splits_are_used_as_given(tmp_path: Path) -> None:
         assert sample.startswith(f"{split}/")
 
 
+def test_a_class_folder_of_one_image_is_named(tmp_path: Path) -> None:
+    (write_folder(tmp_path) / "lonely").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "lonely" / "a.png")
+    with pytest.raises(DataError, match=r"class 'lonely' has 1 sample"):
+        _ = ImageDataModule(root=tmp_path).prepared
+
+
 def test_image_size_and_channels_from_config(tmp_path: Path) -> None:
     datamodule = ImageDataModule(root=write_folder(tmp_path), image_size=12, channels=1)
     assert datamodule.input_shape == [1, 12, 12]

@@ -93,7 +93,7 @@ class Tables:
 
     @staticmethod
     def held_out(datamodule, count: int) -> list[dict]:
-        from {{ cookiecutter.package_name }}.data.table_encoding import read_table
+        from {{ cookiecutter.package_name }}.data.table_reading import read_table
 
         data = datamodule.prepared
         rows = [int(i) for i, s in zip(data.ids, data.splits, strict=True) if s != "train"]

@@ -149,13 +149,14 @@ def describe_inputs(state: dict[str, Any], input_name: str, dtype: torch.dtype) 
     if "feature_names" in state:  # a table: encode() turns rows into these features
         described |= {
             "feature_names": state["feature_names"],
-            "encoding": "numbers as they are (dates as seconds since 1970; missing: the "
-            "training median); categories one-hot over the training vocabulary, anything "
-            "else or missing in the '<unknown>' slot",
+            "encoding": "numbers as they are (dates as seconds since 1970; booleans as 1 and "
+            "0; missing: the training median); categories one-hot over the training "
+            "vocabulary, anything else or missing in the '<unknown>' slot",
             "columns": state["columns"],
             "medians": state["numeric"],
             "categories": state["categorical"],
             "dates": state["dates"],
+            "booleans": state.get("booleans", []),
         }
     else:
         channels, height, width = shape

@@ -162,7 +162,11 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     # --- the fitted state -----------------------------------------------------------------
     @cached_property
     def prepared(self) -> Prepared:
-        prepared = self.prepare()
+        try:
+            prepared = self.prepare()
+        except AttributeError as error:  # LightningCLI's links read hasattr(data, "num_classes"):
+            # an AttributeError would be taken for "no such attribute", the real one lost
+            raise RuntimeError(f"Preparing the data failed: {error!r}") from error
         if self.fitted_from is not None:  # evaluating a checkpoint: on its split only
             check_split(self.state, self.split_of(prepared), str(self.fitted_from))
         return prepared

@@ -220,7 +220,7 @@ class ImageDataModule(CheckedDataModule):
         codes = np.array([class_names.index(label) for label in source.labels])
         given = [source.splits[i] for i in opened]
         split_names = assign_splits(
-            codes[opened], given, self.val_fraction, self.test_fraction, self.seed
+            codes[opened], given, self.val_fraction, self.test_fraction, self.seed, class_names
         )
         split_of = dict(zip(opened.tolist(), split_names, strict=True))
         train_headers = [headers[i] for i in opened if split_of[i] == "train"]

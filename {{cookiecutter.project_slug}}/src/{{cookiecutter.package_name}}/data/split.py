@@ -23,29 +23,49 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 
 def holdout(
-    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+    indices: np.ndarray,
+    labels: np.ndarray,
+    fraction: float,
+    seed: int,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held out) with the class balance of ``labels[indices]`` in both."""
+    """(kept, held out) with the class balance of ``labels[indices]`` in both; a DataError
+    naming the classes (by ``class_names[code]``) too small to be in both."""
     try:
         return train_test_split(
             indices, test_size=fraction, stratify=labels[indices], random_state=seed
         )
     except ValueError as error:  # e.g. a class with a single sample can't be stratified
-        counts = dict(zip(*np.unique(labels[indices], return_counts=True), strict=True))
-        raise DataError(f"Can't split {len(indices)} samples ({counts}): {error}") from error
+        codes, sizes = np.unique(labels[indices], return_counts=True)
+        names = [class_names[c] if class_names is not None else c for c in codes.tolist()]
+        counts = dict(zip(names, sizes.tolist(), strict=True))
+        lone = [repr(name) for name, size in counts.items() if size < 2]
+        reason = str(error)
+        if lone:
+            which = f"class {lone[0]} has" if len(lone) == 1 else f"classes {', '.join(lone)} have"
+            reason = (
+                f"{which} 1 sample, and a stratified split needs at least 2 of each class; "
+                "add samples of it, or remove its rows"
+            )
+        raise DataError(f"Can't split {len(indices)} samples ({counts}): {reason}") from error
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+    labels: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return disjoint (train, val, test) index arrays with the class balance of ``labels``.
+    """Return disjoint (train, val, test) index arrays with the class balance of ``labels``
+    (class codes; ``class_names`` name them in errors).
 
     The test split is cut first so that changing ``val_fraction`` never moves a sample
     into or out of the test set.
     """
     check_fractions(val_fraction, test_fraction)
-    rest, test = holdout(np.arange(len(labels)), labels, test_fraction, seed)
-    train, val = holdout(rest, labels, val_fraction / (1 - test_fraction), seed)
+    rest, test = holdout(np.arange(len(labels)), labels, test_fraction, seed, class_names)
+    train, val = holdout(rest, labels, val_fraction / (1 - test_fraction), seed, class_names)
     return np.sort(train), np.sort(val), np.sort(test)
 
 
@@ -55,6 +75,7 @@ def assign_splits(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The split of every sample: as ``given``, the seed deciding where ``given`` is None.
 
@@ -66,11 +87,13 @@ def assign_splits(
     splits = np.array([s or "" for s in given], dtype=object)
     pool = np.flatnonzero(splits == "")
     if len(pool) and "test" in splits:
-        train, val = holdout(pool, labels, val_fraction, seed)
+        train, val = holdout(pool, labels, val_fraction, seed, class_names)
         splits[train], splits[val] = "train", "val"
     elif len(pool):
         for name, part in zip(
-            SPLITS, stratified_split(labels[pool], val_fraction, test_fraction, seed), strict=True
+            SPLITS,
+            stratified_split(labels[pool], val_fraction, test_fraction, seed, class_names),
+            strict=True,
         ):
             splits[pool[part]] = name
     return splits

@@ -2,14 +2,14 @@
 columns, outliers, timestamps and the order of a time split.
 
 Plain functions from a table to findings (subject: a column or a row id); ``TableRules``
-says what ``fit`` does about each. The conversions here (``numbers``, ``texts``) are also
-how rows are encoded, for training and for prediction alike.
+says what ``fit`` does about each. Cells become values as ``table_reading`` reads them
+(``numbers``, ``texts``): the same way rows are encoded, for training and prediction alike.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,16 +21,14 @@ from sklearn.tree import DecisionTreeClassifier
 
 from .checks import CommonRules
 from .findings import DataError, Finding
+from .table_reading import JUNK, name_rows, numbers, parse_numbers, seconds, texts
 
-# Cells that mean "no value" in a column of numbers (compared lower-cased and stripped).
-JUNK = {"", "?", "-", "--", ".", "n/a", "na", "nan", "null", "none", "nil", "missing", "#n/a"}
 MIXED_SHARE = 0.1  # numbers and words each at least this share of a column's cells: mixed
 DATE_SHARE = 0.95  # at least this share of a text column parses as dates: a timestamp
 ID_UNIQUE = 0.95  # integer or text columns this unique are identifiers
 ID_RHO = 0.99  # |Spearman rho| of a numeric column with the row order: a row counter
 MIN_ROWS = 20  # fewer non-missing cells say nothing about uniqueness or order
 LEAK_ROWS = 20_000  # the leak check fits its trees on at most this many training rows
-EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 @dataclass
@@ -66,58 +64,29 @@ class TableRules(CommonRules):
     timestamp_column: Literal["keep", "drop", "fail"] = "keep"
 
 
-def name_rows(rows: Iterable, limit: int = 5) -> str:
-    rows = [str(r) for r in rows]
-    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-    return f"row{'s' if len(rows) > 1 else ''} {', '.join(rows[:limit])}{more}"
-
-
-# --- conversions shared by checks and encoding ------------------------------------------
-def seconds(column: pd.Series) -> pd.Series:
-    """Dates as seconds since 1970 (UTC); unparseable cells missing."""
-    if not pd.api.types.is_datetime64_any_dtype(column):
-        column = pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
-    elif column.dt.tz is None:
-        column = column.dt.tz_localize("UTC")
-    return (column - EPOCH).dt.total_seconds()
-
-
-def numbers(column: pd.Series, dates: bool = False) -> pd.Series:
-    """Floats; junk cells missing. ``dates``: a date column, as seconds."""
-    if dates or pd.api.types.is_datetime64_any_dtype(column):
-        return seconds(column)
-    if pd.api.types.is_bool_dtype(column):
-        return column.astype(float)
-    return pd.to_numeric(column, errors="coerce").astype(float)
-
-
-def texts(column: pd.Series) -> pd.Series:
-    """Categories as stripped strings, whole numbers without ".0"; empty cells missing."""
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        as_text = [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in column]
-        return pd.Series(as_text, index=column.index, dtype=object).where(column.notna())
-    stripped = column.astype(object).where(column.notna()).map(str, na_action="ignore")
-    return stripped.str.strip().replace("", np.nan)
-
-
 def looks_like_dates(cells: pd.Series) -> bool:
     sample = cells[cells.str.contains(r"\d", regex=True)].iloc[:1000]
-    parsed = pd.to_datetime(sample, errors="coerce", format="mixed", utc=True)
-    return len(cells) > 0 and parsed.notna().sum() >= DATE_SHARE * min(len(cells), 1000)
+    return len(cells) > 0 and seconds(sample).notna().sum() >= DATE_SHARE * min(len(cells), 1000)
 
 
 # --- column types -----------------------------------------------------------------------
 def column_kind(
     name: str, column: pd.Series, rules: TableRules, random_split: bool
 ) -> tuple[str, list[Finding]]:
-    """``numeric``, ``categorical``, ``date`` or ``drop``, and what was found on the way."""
+    """``numeric``, ``boolean``, ``categorical``, ``date`` or ``drop``, and what was found
+    on the way. True/false columns are booleans whether a CSV writes them as words or a
+    Parquet file holds them as bools, so the same rows encode alike from either."""
     if pd.api.types.is_datetime64_any_dtype(column):
         kind = "date"
-    elif pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+    elif pd.api.types.is_bool_dtype(column):
+        return "boolean", []
+    elif pd.api.types.is_numeric_dtype(column):
         return "numeric", []
     else:
         cells = texts(column).dropna()
-        parsed = pd.to_numeric(cells, errors="coerce")
+        if len(cells) and cells.str.lower().isin(["true", "false"]).all():
+            return "boolean", []
+        parsed = parse_numbers(cells)
         words = cells[parsed.isna()]
         share = parsed.notna().mean() if len(cells) else 0.0
         tokens = sorted(set(words), key=str)

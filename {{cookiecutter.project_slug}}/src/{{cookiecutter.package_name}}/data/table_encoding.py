@@ -1,42 +1,26 @@
-"""One fitted definition of a table's inputs: read a file as text cells, fit medians and
-vocabularies on the training rows, and encode any rows from that fit alone, so training,
-``predict`` and serving turn the same cells into the same features."""
+"""One fitted definition of a table's inputs: fit medians and vocabularies on the training
+rows (read as text cells by ``table_reading``), and encode any rows from that fit alone, so
+training, ``predict`` and serving turn the same cells into the same features."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.datasets import load_breast_cancer
 
 from .base import InputError
-from .findings import DataError, Finding
-from .table_checks import numbers, texts
-
-
-def read_table(path: Path | None, target: str) -> pd.DataFrame:
-    """Rows numbered from 0 in file order. CSV cells are read as text, so that every type
-    is decided here, the same way for training and prediction; only empty cells are missing."""
-    if path is None:
-        bunch = load_breast_cancer(as_frame=True)
-        return bunch.data.assign(**{target: bunch.target.map(dict(enumerate(bunch.target_names)))})
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such file (data.path and predict_path take CSV or Parquet)")
-    if Path(path).suffix == ".parquet":
-        table = pd.read_parquet(path)
-    else:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    return table.rename(columns=str).reset_index(drop=True)
+from .findings import Finding
+from .table_reading import booleans, numbers, parse_numbers, texts
 
 
 def encode(frame: pd.DataFrame, state: dict[str, Any]) -> torch.Tensor:
-    """Rows as float32 features, from the fitted ``state`` alone: numbers with missing cells
-    set to the training median; categories one-hot over the training vocabulary, plus one
-    slot for unseen or missing ones. Training, ``predict`` and serving all call this."""
+    """Rows as float32 features, from the fitted ``state`` alone: numbers (true/false as 1/0)
+    with missing cells set to the training median; categories one-hot over the training
+    vocabulary, plus one slot for unseen or missing ones. Training, ``predict`` and serving
+    all call this."""
     blocks = [np.zeros((len(frame), 0), dtype=np.float32)]
     for name in state["columns"]:
         if name in state["categorical"]:
@@ -45,7 +29,7 @@ def encode(frame: pd.DataFrame, state: dict[str, Any]) -> torch.Tensor:
             codes = np.where(codes < 0, len(vocabulary), codes)
             blocks.append(np.eye(len(vocabulary) + 1, dtype=np.float32)[codes])
         else:
-            values = numbers(frame[name], dates=name in state["dates"])
+            values = typed_column(frame[name], fitted_kind(state, name))
             blocks.append(values.fillna(state["numeric"][name]).to_numpy(np.float32)[:, None])
     return torch.from_numpy(np.concatenate(blocks, axis=1))
 
@@ -62,11 +46,25 @@ def check_columns(columns: Iterable[str], state: dict[str, Any], where: str, ext
         raise InputError(f"{where}: unknown column {unknown} (the model takes {expected})")
 
 
-def as_cell(value: Any) -> str | None:
-    """A JSON value as the text cell a CSV file would hold (``read_table`` reads those)."""
+def as_cell(value: Any, vocabulary: list[str] | None = None) -> str | None:
+    """A JSON value as the text cell a CSV file would hold (``read_table`` reads those). For
+    a category (its training ``vocabulary``), a number or true/false is read as the
+    vocabulary spells it: 3.0 is the category "3" trained from a file, true the "TRUE" of a
+    spreadsheet; a value it has no spelling of is written as a file would write it."""
     if isinstance(value, (dict, list)):
         raise TypeError(f"{value!r} is not a single value")
-    return None if value is None or value == "" else str(value)
+    if value is None or value == "":
+        return None
+    if vocabulary is None or isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        word = str(value).lower()
+        return next((entry for entry in vocabulary if entry.lower() == word), str(value))
+    written = texts(pd.Series([value])).iloc[0]  # 3.0 as "3", as a file's number reads
+    if written in vocabulary:
+        return written
+    same = [entry for entry in vocabulary if parse_numbers(pd.Series([entry])).iloc[0] == value]
+    return same[0] if len(same) == 1 else written
 
 
 def fit_encoding(
@@ -96,11 +94,14 @@ def fit_encoding(
         "numeric": numeric,
         "categorical": categorical,
         "dates": [name for name in features if kinds[name] == "date"],
+        "booleans": [name for name in features if kinds[name] == "boolean"],
         "feature_names": names,
     }
 
 
 def typed_column(column: pd.Series, kind: str) -> pd.Series:
+    if kind == "boolean":
+        return booleans(column)
     return texts(column) if kind == "categorical" else numbers(column, kind == "date")
 
 
@@ -110,7 +111,8 @@ def encode_records(
     """JSON rows ({column: value}) as one batch, encoded as ``predict`` encodes a file's rows,
     and their typed values for the drift monitor. An InputError names the first row with a
     missing or unknown column, and a column holding what isn't a number where the model takes
-    numbers (a file's rows get those as missing values).
+    numbers (a file's rows get those as missing values). Each value is read by its fitted
+    column's kind (see ``as_cell``).
     """
     cells = []
     for i, record in enumerate(records):
@@ -118,7 +120,8 @@ def encode_records(
             raise InputError(f"instance {i}: not an object of column: value pairs")
         check_columns(record, state, f"instance {i}", extra=False)
         try:
-            cells.append({name: as_cell(record[name]) for name in state["columns"]})
+            vocabularies = state["categorical"]
+            cells.append({n: as_cell(record[n], vocabularies.get(n)) for n in state["columns"]})
         except TypeError as error:
             raise InputError(f"instance {i}: {error}") from error
     frame = pd.DataFrame(cells, columns=state["columns"], dtype=object)
@@ -129,14 +132,18 @@ def encode_records(
         bad = frame[name].notna() & ~np.isfinite(values.to_numpy(np.float64, na_value=np.nan))
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            what = "a date" if name in state["dates"] else "a finite number"
+            what = {"date": "a date", "boolean": "true or false"}.get(
+                fitted_kind(state, name), "a finite number"
+            )
             value = frame[name].iloc[row]
             raise InputError(f"instance {row}: column {name!r} takes {what}, not {value!r}")
     return encode(frame, state), typed
 
 
 def fitted_kind(state: dict, name: str) -> str:
-    """A fitted column's kind: categorical, date or numeric."""
+    """A fitted column's kind: categorical, date, boolean or numeric."""
     if name in state["categorical"]:
         return "categorical"
+    if name in state.get("booleans", ()):  # checkpoints saved before booleans were have none
+        return "boolean"
     return "date" if name in state["dates"] else "numeric"

@@ -32,12 +32,10 @@ from .table_checks import (
     id_like_columns,
     label_leaks,
     missing_values,
-    name_rows,
     outliers,
     parse_times,
     robust_z,
     row_hashes,
-    texts,
     time_order,
 )
 from .table_encoding import (
@@ -45,10 +43,18 @@ from .table_encoding import (
     encode,
     encode_records,
     fit_encoding,
-    read_table,
+    fitted_kind,
     typed_column,
 )
 from .table_profile import histograms, missing_map
+from .table_reading import (
+    DELIMITERS,
+    name_rows,
+    read_table,
+    refuse_decimal_commas,
+    refuse_infinite,
+    texts,
+)
 
 EMBEDDED = "embedded breast cancer"
 
@@ -68,6 +74,8 @@ class TabularDataModule(CheckedDataModule):
         self,
         path: Path | None = None,
         target: str = "target",
+        encoding: str = "utf-8",
+        delimiter: str | None = None,
         time_column: str | None = None,
         group_column: str | None = None,
         max_group_gap: float = 0.05,
@@ -93,6 +101,10 @@ class TabularDataModule(CheckedDataModule):
         Args:
             path: CSV or Parquet file; None uses the embedded breast-cancer table.
             target: Label column.
+            encoding: Of the CSV files (``path``, ``predict_path``); a UTF-8 byte order mark
+                is skipped. Older Windows and Excel exports are often ``cp1252``.
+            delimiter: Between the cells of a CSV line; None: found in the first lines
+                (one of , ; tab |).
             time_column: Split by this column's times (the latest rows test, the ones before
                 them validation) instead of at random; never a feature.
             group_column: Each row's group (e.g. a sensitive attribute): ``test`` reports each
@@ -128,16 +140,18 @@ class TabularDataModule(CheckedDataModule):
             min_group_size,
         )  # fmt: skip
         self.path, self.target, self.time_column = path, target, time_column
+        self.encoding, self.delimiter = encoding, delimiter
         self.group_column = group_column
         self.predict_path, self.categorical = predict_path, categorical or []
         self.max_categories, self.rules = max_categories, rules
         self.leak_auc, self.outlier_threshold = leak_auc, outlier_threshold
 
     def prepare(self) -> Prepared:
-        rules, source = self.rules, str(self.path or EMBEDDED)
-        frame = read_table(self.path, self.target)
+        rules, source, findings = self.rules, str(self.path or EMBEDDED), []
+        frame = read_table(self.path, self.target, findings, self.encoding, self.delimiter)
         rows_read, columns_read = frame.shape
-        frame, labels, findings = self.labeled_rows(frame)
+        frame, labels, labeling = self.labeled_rows(frame)
+        findings += labeling
         kinds, typed, dropped = self.type_columns(frame, findings)
         features = [name for name in kinds if name not in dropped]
         gaps = missing_values(typed[features], rules.missing_values)
@@ -151,7 +165,7 @@ class TabularDataModule(CheckedDataModule):
             raise DataError(f"{source}: a single class ({class_names}) leaves nothing to learn")
         codes = pd.Categorical(labels, categories=class_names).codes.astype(np.int64)
         ids = np.array([str(i) for i in frame.index], dtype=object)
-        splits = self.split(frame, codes, ids, findings)
+        splits = self.split(frame, codes, ids, findings, class_names)
         train = splits == "train"
         numeric = [name for name in features if kinds[name] == "numeric"]
         z = robust_z(typed[numeric], train)
@@ -217,9 +231,14 @@ class TabularDataModule(CheckedDataModule):
         absent = [name for name in named if name not in frame.columns]
         if absent:
             what = "target column" if absent[0] == self.target else "column"
+            joined = [d for d in DELIMITERS if len(frame.columns) == 1 and d in frame.columns[0]]
+            hint = (
+                f" Is {joined[0]!r} the file's delimiter? Set data.init_args.delimiter to it, "
+                "or to null to detect it."
+            ) if joined else ""  # fmt: skip
             raise DataError(
                 f"{self.path or EMBEDDED}: no {what} {absent[0]!r}; columns are "
-                f"{list(frame.columns)}. Name the table's columns in data.init_args."
+                f"{list(frame.columns)}. Name the table's columns in data.init_args.{hint}"
             )
         labels, findings = texts(frame[self.target]), []
         if labels.isna().any():
@@ -236,16 +255,20 @@ class TabularDataModule(CheckedDataModule):
         the typing, constant and identifier checks drop (with the check that dropped them)."""
         kinds: dict[str, str] = {}
         found: list[Finding] = []
+        source = str(self.path or EMBEDDED)
         for name in frame.columns.drop([self.target, *self.non_features()]):
             if name in self.categorical:
                 kinds[name] = "categorical"
                 continue
+            refuse_decimal_commas(source, name, frame[name])
             kinds[name], more = column_kind(name, frame[name], self.rules, not self.time_column)
             found += more
         typed = pd.DataFrame(
             {name: typed_column(frame[name], kind) for name, kind in kinds.items()},
             index=frame.index,
         )
+        for name in [n for n, kind in kinds.items() if kind == "numeric"]:
+            refuse_infinite(source, name, frame[name], typed[name])
         dropped = dropped_columns(found)
         kept = [n for n in kinds if n not in dropped]
         constant = constant_columns(typed[kept], self.rules.constant_column)
@@ -261,14 +284,21 @@ class TabularDataModule(CheckedDataModule):
         return [name for name in (self.time_column, self.group_column) if name]
 
     def split(
-        self, frame: pd.DataFrame, codes: np.ndarray, ids: np.ndarray, findings: list[Finding]
+        self,
+        frame: pd.DataFrame,
+        codes: np.ndarray,
+        ids: np.ndarray,
+        findings: list[Finding],
+        class_names: list[str],
     ) -> np.ndarray:
         """Each row's split: by ``time_column`` (its order checked), else seeded, stratified."""
         if self.time_column:
             times = parse_times(frame[self.time_column]).to_numpy()
             parts = time_split(times, self.val_fraction, self.test_fraction)
         else:
-            parts = stratified_split(codes, self.val_fraction, self.test_fraction, self.seed)
+            parts = stratified_split(
+                codes, self.val_fraction, self.test_fraction, self.seed, class_names
+            )
         splits = np.empty(len(frame), dtype=object)
         for name, part in zip(SPLITS, parts, strict=True):
             splits[part] = name
@@ -300,8 +330,12 @@ class TabularDataModule(CheckedDataModule):
         """Rows of ``predict_path``, encoded with the fitted state; extra columns ignored."""
         if self.predict_path is None:
             return None
-        frame = read_table(self.predict_path, self.target)
-        check_columns(frame.columns, self.state, str(self.predict_path), extra=True)
+        where = str(self.predict_path)
+        frame = read_table(self.predict_path, self.target, None, self.encoding, self.delimiter)
+        check_columns(frame.columns, self.state, where, extra=True)
+        for name in self.state["columns"]:
+            if fitted_kind(self.state, name) == "numeric":
+                refuse_infinite(where, name, frame[name], typed_column(frame[name], "numeric"))
         x = encode(frame, self.state)
         return TensorDataset(x, torch.full((len(x),), -1)), [str(i) for i in frame.index]
 
