@@ -346,11 +346,13 @@ class SlowDecodes:
 
     def __init__(self) -> None:
         self.running, self.most, self.lock = 0, 0, threading.Lock()
+        self.threads: set[int] = set()
 
     def convert_inputs(self, inputs: list) -> tuple[torch.Tensor, dict]:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
+            self.threads.add(threading.get_ident())
         time.sleep(0.2)
         with self.lock:
             self.running -= 1
@@ -363,7 +365,8 @@ class Logits(torch.nn.Module):
 
 
 def test_decodes_run_at_most_max_decodes_at_once() -> None:
-    """Each decode may take hundreds of MB: eight uploads at once must not all decode."""
+    """Each decode may take hundreds of MB: eight uploads at once must not all decode, and
+    only as many threads decode (each keeps a memory arena as large as its largest image)."""
     from {{ cookiecutter.package_name }}.serve import Service
 
     datamodule = SlowDecodes()
@@ -373,7 +376,7 @@ def test_decodes_run_at_most_max_decodes_at_once() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert datamodule.most == 2
+    assert datamodule.most == 2 and len(datamodule.threads) == 2
 
 
 def test_serve_needs_a_checkpoint(tmp_path: Path) -> None:

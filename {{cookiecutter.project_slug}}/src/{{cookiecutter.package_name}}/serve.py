@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from importlib.util import find_spec
 from typing import Any
@@ -93,14 +94,15 @@ class Service:
         self.recent = RecentInputs(drift_window)
         self.threshold, self.min_samples = drift_threshold, drift_min_samples
         self.lock = threading.Lock()  # one request at a time changes the window
-        # Decoding an image takes up to data.max_pixels x 4 bytes: a bounded number at once,
-        # whatever the number of requests; the others wait holding only their bytes.
-        self.decoding = threading.BoundedSemaphore(max_decodes)
+        # Decoding an image takes up to data.max_pixels x 8 bytes: a bounded number at once,
+        # whatever the number of requests; the others wait holding only their bytes. Threads
+        # of their own, not a semaphore: each thread that decodes keeps a malloc arena as
+        # large as its largest image (8 threads of the request pool: 10 GB, measured).
+        self.decoders = ThreadPoolExecutor(max_decodes, thread_name_prefix="decode")
         self.drifted: list[str] = []
 
     def predict(self, inputs: list) -> list[dict[str, Any]]:
-        with self.decoding:
-            x, features = self.datamodule.convert_inputs(inputs)
+        x, features = self.decoders.submit(self.datamodule.convert_inputs, inputs).result()
         with torch.inference_mode(), self.forward_context():
             probabilities = self.model.predict_step(x.to(self.device), 0).float().cpu()
         with self.lock:

@@ -116,9 +116,9 @@ def eight_bit(image: Image.Image, subject: str) -> Image.Image:
     if mode in ALPHA or image.info.get("transparency") is not None:
         return flatten(image.convert("RGBA"), grey=mode in {"1", "L", "LA"})
     if mode in GREY:
-        return image.convert("L")
+        return image if mode == "L" else image.convert("L")
     if mode in COLOUR:
-        return image.convert("RGB")
+        return image if mode == "RGB" else image.convert("RGB")  # a copy costs 4 bytes a pixel
     raise InputError(
         f"{subject}: {mode} pixels have no 8-bit reading the model can trust (their range "
         "is unknown): save the image as 8- or 16-bit greyscale or RGB (PNG or JPEG)"
@@ -145,7 +145,7 @@ def flatten(rgba: Image.Image, grey: bool) -> Image.Image:
 
 def to_pixels(image: Image.Image, channels: int, size: tuple[int, int]) -> np.ndarray:
     """A decoded image as ``uint8`` (C, H, W) with ``channels`` channels, resized to ``size``."""
-    image = image.convert(MODES[channels])
+    image = image if image.mode == MODES[channels] else image.convert(MODES[channels])
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
