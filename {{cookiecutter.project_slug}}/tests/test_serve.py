@@ -6,12 +6,14 @@ Images and tables differ only in how inputs travel; ``Images`` and ``Tables`` be
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,7 +72,10 @@ class Images:
         larger = [png(image.repeat(2, axis=1).repeat(2, axis=2)) for image in pixels]
         return {"inverted": (inverted, {"grey mean"}), "larger": (larger, {"width", "height"})}
 
-    PROBLEMS = ("not an image", "truncated png", "no files", "empty body", "not multipart")
+    PROBLEMS = (
+        "not an image", "truncated png", "too many pixels", "no files", "empty body",
+        "not multipart",
+    )  # fmt: skip
 
     @staticmethod
     def bad_requests(valid: bytes) -> dict[str, tuple[dict, int, str]]:
@@ -81,6 +86,10 @@ class Images:
             "truncated png": (
                 {"files": {"file": ("cut.png", valid[: len(valid) // 2])}},
                 422, "cut.png: the image fails to decode",
+            ),
+            "too many pixels": (
+                {"files": {"file": ("huge.png", claims_pixels(100_000, 100_000))}},
+                422, "huge.png: 100000x100000 pixels (10,000,000,000) is over the limit",
             ),
             "no files": ({"files": {"picture": ("a.png", valid)}}, 400, "no files"),
             "empty body": ({"content": b"", "headers": multipart}, 400, "no files"),
@@ -122,7 +131,7 @@ class Tables:
 
     PROBLEMS = (
         "missing column", "extra column", "text in a number column", "empty body",
-        "no instances", "not json",
+        "no instances", "not json", "deeply nested json",
     )  # fmt: skip
 
     @staticmethod
@@ -140,6 +149,11 @@ class Tables:
             "empty body": ({"content": b""}, 400, "empty body"),
             "no instances": ({"json": {"instances": []}}, 400, "no instances"),
             "not json": ({"content": b"{instances"}, 400, "not JSON"),
+            # 200 KB, under max_body_bytes: Python's JSON parser recurses once a level.
+            "deeply nested json": (
+                {"content": b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"},
+                400, "nested too deeply to parse",
+            ),
         }  # fmt: skip
 
 
@@ -153,6 +167,20 @@ def png(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)).save(out, "PNG")
     return out.getvalue()
+
+
+def claims_pixels(height: int, width: int) -> bytes:
+    """A PNG of 100 bytes whose header claims ``height`` x ``width`` RGBA pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    pixels = chunk(b"IDAT", zlib.compress(bytes(64)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 @dataclass
@@ -309,6 +337,46 @@ def test_a_checkpoint_without_profile_serves_and_says_so(fitted, tmp_path: Path)
     arguments = WIRE.predict_arguments(inputs, tmp_path / "inputs")
     cli = run("predict", tmp_path / "runs", *NO_LOGGER, f"--ckpt_path={old}", *arguments)
     assert len(newest_output(cli.run_dir, "predictions.csv").read_text().splitlines()) == 1 + 5
+
+
+class SlowDecodes:
+    """A data module whose conversion takes a while and counts how many run at once."""
+
+    class_names, drift_profile = ["a", "b"], None
+
+    def __init__(self) -> None:
+        self.running, self.most, self.lock = 0, 0, threading.Lock()
+        self.threads: set[int] = set()
+
+    def convert_inputs(self, inputs: list) -> tuple[torch.Tensor, dict]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.get_ident())
+        time.sleep(0.2)
+        with self.lock:
+            self.running -= 1
+        return torch.zeros(len(inputs), 2), {}
+
+
+class Logits(torch.nn.Module):
+    def predict_step(self, x: torch.Tensor, batch_index: int) -> torch.Tensor:
+        return x.softmax(dim=1)
+
+
+def test_decodes_run_at_most_max_decodes_at_once() -> None:
+    """Each decode may take hundreds of MB: eight uploads at once must not all decode, and
+    only as many threads decode (each keeps a memory arena as large as its largest image)."""
+    from {{ cookiecutter.package_name }}.serve import Service
+
+    datamodule = SlowDecodes()
+    service = Service(Logits(), datamodule, "cpu", contextlib.nullcontext, 10, 0.2, 5, 2)
+    threads = [threading.Thread(target=service.predict, args=([b"x"],)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert datamodule.most == 2 and len(datamodule.threads) == 2
 
 
 def test_serve_needs_a_checkpoint(tmp_path: Path) -> None:

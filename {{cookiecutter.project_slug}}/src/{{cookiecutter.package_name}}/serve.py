@@ -17,8 +17,10 @@ import copy
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from importlib.util import find_spec
 from typing import Any
@@ -85,16 +87,22 @@ class Service:
         drift_window: int,
         drift_threshold: float,
         drift_min_samples: int,
+        max_decodes: int = 2,
     ) -> None:
         self.model, self.datamodule = model.to(device).eval(), datamodule
         self.device, self.forward_context = torch.device(device), forward_context
         self.recent = RecentInputs(drift_window)
         self.threshold, self.min_samples = drift_threshold, drift_min_samples
         self.lock = threading.Lock()  # one request at a time changes the window
+        # Decoding an image takes up to data.max_pixels x 8 bytes: a bounded number at once,
+        # whatever the number of requests; the others wait holding only their bytes. Threads
+        # of their own, not a semaphore: each thread that decodes keeps a malloc arena as
+        # large as its largest image (8 threads of the request pool: 10 GB, measured).
+        self.decoders = ThreadPoolExecutor(max_decodes, thread_name_prefix="decode")
         self.drifted: list[str] = []
 
     def predict(self, inputs: list) -> list[dict[str, Any]]:
-        x, features = self.datamodule.convert_inputs(inputs)
+        x, features = self.decoders.submit(self.datamodule.convert_inputs, inputs).result()
         with torch.inference_mode(), self.forward_context():
             probabilities = self.model.predict_step(x.to(self.device), 0).float().cpu()
         with self.lock:
@@ -138,15 +146,17 @@ def create_app(
     drift_window: int = 1000,
     drift_threshold: float = THRESHOLD,
     drift_min_samples: int = MIN_SAMPLES,
+    max_decodes: int = 2,
 ) -> FastAPI:
     """The HTTP service of ``model``, whose inputs ``datamodule`` (its fitted state restored
-    from the same checkpoint) prepares; ``forward_context``: the trainer's precision."""
+    from the same checkpoint) prepares; ``forward_context``: the trainer's precision;
+    ``max_decodes``: requests whose inputs are converted at once."""
     kind = datamodule.serving_input
     if kind == "files" and find_spec("python_multipart") is None and find_spec("multipart") is None:
         raise ImportError("Serving images needs python-multipart: pip install -e '.[serve]'")
     service = Service(
         model, datamodule, device, forward_context, drift_window, drift_threshold,
-        drift_min_samples,
+        drift_min_samples, max_decodes,
     )  # fmt: skip
     if datamodule.drift_profile is None:
         log.warning("This checkpoint holds no training profile: /drift can't judge drift")
@@ -202,6 +212,10 @@ async def read_records(request: Request) -> list:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise HTTPException(400, f"the body is not JSON ({error}): send {RECORDS}") from error
+    except RecursionError as error:  # the parser recurses once a level: 500 without this
+        limit = sys.getrecursionlimit()
+        message = f"the body is nested too deeply to parse (Python's limit: {limit} levels)"
+        raise HTTPException(400, f"{message}: send {RECORDS}") from error
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list) or not instances:
         raise HTTPException(400, f"no instances: send {RECORDS}")

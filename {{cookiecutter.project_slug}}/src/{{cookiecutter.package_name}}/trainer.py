@@ -131,6 +131,7 @@ class Trainer(L.Trainer):
         drift_window: int = 1000,
         drift_threshold: float = 0.2,
         drift_min_samples: int = 100,
+        max_decodes: int = 2,
     ) -> None:
         """Serve a checkpoint over HTTP: ``POST /predict``, ``GET /health``, ``GET /drift``.
 
@@ -149,13 +150,15 @@ class Trainer(L.Trainer):
             drift_threshold: PSI, beyond its sampling noise, at which a feature counts as
                 drifted; 0.2 is the usual "major shift" (see ``data/drift.py``).
             drift_min_samples: Inputs needed in the window before drift is judged.
+            max_decodes: Requests whose inputs are decoded at once; the rest wait. An image
+                takes up to ``data.max_pixels`` x 4 bytes while it decodes.
         """
         load_weights(model, "serve", ckpt_path, weights_only)
         from . import serve  # FastAPI and uvicorn: imported only by this subcommand
 
         app = serve.create_app(
             model, datamodule, self.strategy.root_device, self.precision_plugin.forward_context,
-            max_body_bytes, drift_window, drift_threshold, drift_min_samples,
+            max_body_bytes, drift_window, drift_threshold, drift_min_samples, max_decodes,
         )  # fmt: skip
         serve.run(app, host, port)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -35,8 +35,17 @@ from .findings import Finding, nothing_usable
 from .groups import groups_of, read_group_mapping
 from .image_cache import ImageTensorDataset, decode_cached
 from .image_checks import ImageRules, inspect, near_duplicates, unreadable
+from .image_decoding import (
+    MAX_PIXELS,
+    MODES,
+    check_pixels,
+    decode,
+    open_image,
+    shown_size,
+    to_pixels,
+)
 from .image_profile import drift_profile, image_features, sample_grid
-from .image_sources import MODES, ImageSource, fitted_channels, to_pixels
+from .image_sources import ImageSource, fitted_channels
 from .loading import BatchSize, Fraction, GroupSize, LoaderSettings, Prefetch, Workers
 from .manifest import fingerprint
 from .resident import ResidentSplit, SampleIndices
@@ -46,8 +55,6 @@ from .split import SPLITS, assign_splits
 GLYPH_DATASETS = {"MNIST", "EMNIST", "KMNIST", "QMNIST", "SVHN", "USPS", "Omniglot"}
 # The rules decode_all applies: a change to one rebuilds the decode cache.
 DECODING_RULES = ("unreadable_image", "channel_mismatch", "size_mismatch")
-# What serve accepts: the formats of the training files (image_sources.SUFFIXES).
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
 
 class ImageDataModule(CheckedDataModule):
@@ -80,6 +87,7 @@ class ImageDataModule(CheckedDataModule):
         min_group_size: GroupSize = 30,
         image_size: int | tuple[int, int] | None = None,
         channels: Literal[1, 3] | None = None,
+        max_pixels: int = MAX_PIXELS,
         rules: ImageRules = ImageRules(),  # noqa: B008 (a frozen default, read only)
         near_duplicate_distance: int = 4,
         profile: bool = True,
@@ -118,6 +126,9 @@ class ImageDataModule(CheckedDataModule):
             image_size: Height and width (one number: square) every image is resized to;
                 None: the most common size among the training images.
             channels: 3 (RGB) or 1 (greyscale); None: what most training images are.
+            max_pixels: Largest image (width x height) that fit, predict and serve decode;
+                a larger one is refused from its header, before decoding, which takes 3-4
+                bytes a pixel. The default, 8192x8192, passes 48-megapixel photos.
             rules: What ``fit`` does about each check's findings (see ``profile.json``).
             near_duplicate_distance: Largest perceptual-hash distance (bits of 64) at which a
                 validation/test image counts as a near-duplicate of a training image.
@@ -159,7 +170,7 @@ class ImageDataModule(CheckedDataModule):
         self.root, self.torchvision, self.download = root, torchvision, download
         self.predict_root, self.group_mapping = predict_root, group_mapping
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else image_size
-        self.channels, self.rules = channels, rules
+        self.channels, self.rules, self.max_pixels = channels, rules, max_pixels
         self.near_duplicate_distance = near_duplicate_distance
         self.cache_dir = cache_dir
         self.resident = resident
@@ -229,6 +240,7 @@ class ImageDataModule(CheckedDataModule):
         size = self.image_size or (height, width)
 
         rules = {name: getattr(self.rules, name) for name in DECODING_RULES}
+        rules["max_pixels"] = self.max_pixels
         decoded = decode_cached(
             self.cache_dir, source, opened.tolist(), (channels, *size), rules,
             lambda out: self.decode_all(source, opened, channels, size, out),
@@ -286,12 +298,14 @@ class ImageDataModule(CheckedDataModule):
         )  # fmt: skip
 
     def open_all(self, source: ImageSource, findings: list[Finding]) -> dict[int, tuple]:
-        """(mode, (width, height)) of every sample that opens as an image; headers only."""
+        """(mode, (width, height) upright) of every sample that opens as an image and is
+        not too large to decode; headers only."""
         headers = {}
         for i in range(len(source.ids)):
             try:
                 with source.read(i) as image:
-                    headers[i] = (image.mode, image.size)
+                    check_pixels(image.size, source.subject(i), self.max_pixels)
+                    headers[i] = (image.mode, shown_size(image))
             except Exception as error:  # whatever fails to open is a finding, not a crash
                 findings.append(unreadable(source.subject(i), error, self.rules))
         return headers
@@ -311,9 +325,9 @@ class ImageDataModule(CheckedDataModule):
             subject = source.subject(i)
             try:
                 with source.read(i) as image:
-                    image.load()
-                    found = inspect(image, subject, MODES[channels], size, self.rules)
-                    pixels = to_pixels(image, channels, size)
+                    mode, decoded = image.mode, decode(image, subject, self.max_pixels)
+                found = inspect(mode, decoded.size, subject, MODES[channels], size, self.rules)
+                pixels = to_pixels(decoded, channels, size)
             except Exception as error:  # truncated files open, then fail to decode
                 findings.append((i, unreadable(subject, error, self.rules)))
                 continue
@@ -331,9 +345,12 @@ class ImageDataModule(CheckedDataModule):
         data = self.prepared.datasets[split]
         return data if augment else ImageTensorDataset(data.images, data.labels, rows=data.rows)
 
-    def input_pixels(self, image: Image.Image) -> np.ndarray:
-        """A new image converted exactly as the training images were (``predict``, ``serve``)."""
-        return to_pixels(image, self.state["channels"], tuple(self.state["image_size"]))
+    def input_pixels(self, image: Image.Image, subject: str) -> tuple[np.ndarray, tuple]:
+        """A new image decoded and converted exactly as the training images were
+        (``predict``, ``serve``), and its (width, height) upright, before resizing."""
+        decoded = decode(image, subject, self.max_pixels)
+        channels, size = self.state["channels"], tuple(self.state["image_size"])
+        return to_pixels(decoded, channels, size), decoded.size
 
     def read_predict_inputs(self) -> tuple[Dataset, list[str]] | None:
         """Every image under ``predict_root``, converted as in training; bad files skipped."""
@@ -344,7 +361,10 @@ class ImageDataModule(CheckedDataModule):
         for i, sample_id in enumerate(source.ids):
             try:
                 with source.read(i) as image:
-                    arrays.append(self.input_pixels(image))
+                    arrays.append(self.input_pixels(image, source.subject(i))[0])
+            except InputError as error:  # names the file
+                print(f"Skipped {error}")
+                continue
             except Exception as error:
                 print(f"Skipped {source.subject(i)}: {type(error).__name__}: {error}")
                 continue
@@ -358,16 +378,10 @@ class ImageDataModule(CheckedDataModule):
         files, and their drift features; an InputError names the first file that fails."""
         arrays, sizes = [], []
         for name, content in files:
-            try:
-                with Image.open(io.BytesIO(content), formats=FORMATS) as image:
-                    sizes.append(image.size)
-                    arrays.append(self.input_pixels(image))
-            except UnidentifiedImageError as error:
-                raise InputError(
-                    f"{name}: not an image in a format the model takes {FORMATS}"
-                ) from error
-            except Exception as error:  # truncated or corrupt: opens, then fails to decode
-                raise InputError(f"{name}: the image fails to decode ({error})") from error
+            with open_image(io.BytesIO(content), name) as image:  # InputErrors name the file
+                pixels, size = self.input_pixels(image, name)
+            arrays.append(pixels)
+            sizes.append(size)
         pixels = np.stack(arrays)
         return torch.from_numpy(pixels), image_features(pixels, sizes)
 

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from .findings import Finding
 from .image_sources import ImageSource
 
-FORMAT = 1  # bump when decoding changes what a cached array would hold
+FORMAT = 2  # bump when decoding changes what a cached array would hold (2: 16-bit, EXIF)
 STALE_TEMP_S = 24 * 3600  # temp files this old are left by killed builds, not running ones
 
 # Fills rows of the array it is given; returns the sample index of each row it filled, and the

@@ -14,12 +14,15 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from .base import InputError
 from .checks import CommonRules
 from .findings import Finding
 
 # Perceptual hashes of tiny images say little: at Hamming distance <= 4, 75-83 % of the
 # 8x8 digits count as near-duplicates of one another. Below this side length no hashing.
 MIN_HASHED_SIDE = 32
+# Greyscale at more bits a pixel has the channels of greyscale: not a channel mismatch.
+SAME_CHANNELS = {"I;16": "L", "I;16B": "L", "I;16L": "L", "I;16N": "L"}
 # A 64-bit hash per image; popcount of 16-bit pieces through a table (numpy < 2 has no popcount).
 POPCOUNT16 = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.uint8)
 
@@ -43,26 +46,33 @@ class ImageRules(CommonRules):
 
 
 def unreadable(subject: str, error: Exception, rules: ImageRules) -> Finding:
-    detail = "not a known image format" if subject in str(error) else str(error)
-    message = f"does not decode as an image ({type(error).__name__}: {detail})"
+    if isinstance(error, InputError):  # the decoder's own words, after the file's name
+        message = str(error).removeprefix(f"{subject}: ")
+    else:
+        message = f"does not decode as an image ({type(error).__name__}: {error})"
     return Finding("unreadable_image", "warning", subject, message, rules.unreadable_image)
 
 
 def inspect(
-    image: Image.Image, subject: str, mode: str, size: tuple[int, int], rules: ImageRules
+    found: str,
+    shown: tuple[int, int],
+    subject: str,
+    mode: str,
+    size: tuple[int, int],
+    rules: ImageRules,
 ) -> list[Finding]:
-    """Findings about one decoded image against the dataset's mode and (height, width)."""
+    """Findings about one image, of mode ``found`` and (width, height) ``shown`` upright,
+    against the dataset's mode and (height, width)."""
     findings = []
-    if image.mode != mode:
+    if SAME_CHANNELS.get(found, found) != mode:
         kind = {"L": "greyscale", "LA": "greyscale+alpha", "RGBA": "RGBA", "P": "palette"}
-        found = kind.get(image.mode, image.mode)
-        message = f"{found} ({image.mode}) image among {mode} images"
+        message = f"{kind.get(found, found)} ({found}) image among {mode} images"
         findings.append(
             Finding("channel_mismatch", "warning", subject, message, rules.channel_mismatch)
         )
     height, width = size
-    if image.size != (width, height):
-        message = f"{image.size[1]}x{image.size[0]} pixels, the dataset is {height}x{width}"
+    if shown != (width, height):
+        message = f"{shown[1]}x{shown[0]} pixels, the dataset is {height}x{width}"
         findings.append(Finding("size_mismatch", "warning", subject, message, rules.size_mismatch))
     return findings
 

@@ -1,8 +1,8 @@
 """Where images come from: the embedded digits, a folder, a torchvision dataset, new inputs.
 
-A source lists samples (id, label, given split) and decodes one on request; it knows
-nothing about checks. ``to_pixels`` is the one conversion from a decoded image to the
-model's input, used for training data and for new inputs alike.
+A source lists samples (id, label, given split) and opens one on request; it knows
+nothing about checks. ``image_decoding`` decodes what it opens, for training data and for
+new inputs alike.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+from .image_decoding import open_image
+
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}  # image_decoding.FORMATS
 GIVEN_SPLITS = ("train", "val", "test")  # DIR/<split>/<class>/* uses the splits as given
-MODES = {1: "L", 3: "RGB"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 @dataclass
@@ -30,7 +32,7 @@ class ImageSource:
     ids: list[str]
     labels: list[str]
     splits: list[str | None]
-    read: Callable[[int], Image.Image]  # opens sample i; raises on a file that isn't an image
+    read: Callable[[int], Image.Image]  # opens sample i; InputError for a file that isn't one
     # The files the pixels come from, by a name that survives moving the data; their sizes
     # and times key the decode cache. None: in memory, not worth caching.
     files: dict[str, Path] | None = None
@@ -40,19 +42,9 @@ class ImageSource:
         return str(self.root / self.ids[index]) if self.root else self.ids[index]
 
 
-def to_pixels(image: Image.Image, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """A decoded image as ``uint8`` (C, H, W) with ``channels`` channels, resized to ``size``."""
-    image = image.convert(MODES[channels])
-    height, width = size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.uint8)
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-
-
 def fitted_channels(modes: Iterable[str]) -> int:
     """1 when most training images are greyscale, else 3 (RGB)."""
-    grey = Counter(mode in {"1", "L", "LA", "I", "I;16", "F"} for mode in modes)
+    grey = Counter(mode in GREY_MODES for mode in modes)
     return 1 if grey[True] > grey[False] else 3
 
 
@@ -76,8 +68,8 @@ def image_files(directory: Path) -> list[Path]:
 
 
 def open_path(paths: list[Path], index: int) -> Image.Image:
-    """Opens (reads the header of) one file; pixels are decoded on ``load()``."""
-    return Image.open(paths[index])
+    """Opens (reads the header of) one file; ``image_decoding.decode`` decodes the pixels."""
+    return open_image(paths[index], str(paths[index]))
 
 
 def folder(root: Path) -> ImageSource:
