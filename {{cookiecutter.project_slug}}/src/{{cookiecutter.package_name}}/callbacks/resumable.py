@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -36,20 +36,33 @@ class Resumable(OnExceptionCheckpoint):
 
     def __init__(self, dirpath: str | None = None, filename: str = "last") -> None:
         super().__init__(dirpath or "checkpoints", filename)
+        self.stopped_in_validation = False
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
             return
-        trainer.save_checkpoint(self.ckpt_path)
+        self.stopped_in_validation = trainer.validating and not trainer.sanity_checking
+        claim_last(trainer, Path(self.ckpt_path))
+        try:
+            trainer.save_checkpoint(self.ckpt_path)
+        finally:
+            self.stopped_in_validation = False
         signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl+C (SIGINT)"
+        during = " during validation" if trainer.validating else ""
         run_dir = Path(trainer.default_root_dir)
         rank_zero_info(
-            f"Stopped by {signal} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
-            f"saved {self.ckpt_path}. Resume with: fit --config {run_dir / 'config.yaml'} "
-            "--ckpt_path last"
+            f"Stopped by {signal}{during} at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}: saved {self.ckpt_path}. Resume with: fit --config "
+            f"{run_dir / 'config.yaml'} --ckpt_path last"
         )
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self.stopped_in_validation:
+            validation_not_run(checkpoint["loops"]["fit_loop"])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning bug #20550: once configure_optimizers reads estimated_stepping_batches
@@ -83,3 +96,37 @@ class Resumable(OnExceptionCheckpoint):
         name, keys, position, has_gauss, gauss = state_dict["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
         random.setstate(state_dict["python"])
+
+
+def claim_last(trainer: L.Trainer, path: Path) -> None:
+    """Tell each ModelCheckpoint whose ``save_last`` file is ``path`` that it wrote it.
+
+    Stopped before its first save, a ModelCheckpoint takes a ``last.ckpt`` it did not write
+    for someone else's: resumed, it would save ``last-v1.ckpt`` beside it, and the next
+    ``--ckpt_path last`` would have two to choose from.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            name = f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            if (Path(callback.dirpath) / name).resolve() == path.resolve():
+                callback.last_model_path = str(path)
+
+
+def validation_not_run(fit_loop: dict[str, Any]) -> None:
+    """Mark the validation a signal stopped as started but not one batch done, in a
+    checkpoint's fit-loop state, so that resuming runs it again from its first batch.
+
+    As saved, the loop's counters say its last batch completed, which Lightning takes for a
+    finished validation: resumed, it skips it, and the epoch ends without ``val/loss``, which
+    EarlyStopping and ModelCheckpoint then refuse. Its partial sums are lost either way (they
+    are in no checkpoint), so it must run again from the start to give the same metrics.
+    """
+    progress = fit_loop["epoch_loop.val_loop.batch_progress"]
+    total, current = progress["total"], progress["current"]
+    before = total["completed"] - current["completed"]  # batches of earlier validations
+    # Lightning reads ready == started == processed + 1 == completed + 1 as "mid-validation".
+    progress["total"] = {"ready": before + 1, "started": before + 1} | dict.fromkeys(
+        ("processed", "completed"), before
+    )
+    progress["current"] = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+    progress["is_last_batch"] = False

@@ -260,7 +260,11 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
         return UnrepeatedDistributedSampler(dataset, shuffle=False, **ranks)
 
     def evaluation_loader(self, dataset: Dataset) -> StatefulDataLoader:
-        return self.loader(dataset, sampler=self.shard(dataset))
+        # A generator of its own for the workers' seeds: without one, each validation draws
+        # them from the global generator, and dropout's stream would depend on how many
+        # validations ran (a run resumed in one runs it again).
+        generator = torch.Generator().manual_seed(self.seed)
+        return self.loader(dataset, sampler=self.shard(dataset), generator=generator)
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self.training_loader(self.prepared.datasets["train"])
