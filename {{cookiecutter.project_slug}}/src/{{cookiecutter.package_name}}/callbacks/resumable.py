@@ -65,13 +65,24 @@ class Resumable(OnExceptionCheckpoint):
             validation_not_run(checkpoint["loops"]["fit_loop"])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        restart = False
         # Lightning bug #20550: once configure_optimizers reads estimated_stepping_batches
         # (OneCycle does), the train loader and its iterator are made before the checkpoint
-        # is restored, and the loader position it saved is never loaded. Load it, and start
-        # the iterator again from there, before the first batch is drawn.
-        loop = trainer.fit_loop
+        # is restored, and the loader position it saved is never loaded. Load it.
         if loop.restarting and loop._combined_loader_states_to_load:
             loop._load_combined_loader_states()
+            restart = True
+        # Resumed at an epoch's end, the iterator was made (and loader workers were handed
+        # their first samples) while the sampler still held the finished epoch: Lightning
+        # tells it the new epoch only afterwards, and then draws the old epoch's order again.
+        epoch = loop.epoch_progress.current.processed  # what Lightning's set_epoch will say
+        for loader in loop._combined_loader.flattened if loop._combined_loader else []:
+            sampler = getattr(loader, "sampler", None)
+            if getattr(sampler, "epoch", epoch) != epoch and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+                restart = True
+        if restart:  # start the iterator again from there, before the first batch is drawn
             iter(loop._data_fetcher)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
