@@ -30,6 +30,7 @@ SHARED = {
             "__main__",
             "attribution",
             "benchmark",
+            "checkpoints",
             "cli",
             "evaluation",
             "export",
@@ -60,6 +61,7 @@ SHARED = {
             "data/groups",
             "data/loading",
             "data/manifest",
+            "data/sampling",
             "data/split",
             "networks/__init__",
         )
@@ -80,6 +82,7 @@ SHARED = {
             "test_drift",
             "test_energy",
             "test_evaluation",
+            "test_exact_resume",
             "test_export",
             "test_groups",
             "test_model",
