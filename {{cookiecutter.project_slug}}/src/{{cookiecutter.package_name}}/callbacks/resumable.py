@@ -18,16 +18,21 @@ class Resumable(OnExceptionCheckpoint):
     """A checkpoint where the run was when SIGTERM or Ctrl+C stopped it, and the random
     generators' states in every checkpoint.
 
-    An orchestrator's SIGTERM (preemption, a cancelled job) or Ctrl+C mid-epoch saves
+    An orchestrator's SIGTERM (preemption, a cancelled job) or Ctrl+C saves
     ``checkpoints/last.ckpt`` with the loop's position and the loader's state, so
-    ``fit --ckpt_path last`` continues from the next batch, and prints how to resume. Other
-    exceptions save nothing: they may strike halfway through an update.
+    ``fit --ckpt_path last`` continues from the next batch, and prints how to resume. Stopped
+    during a validation, the checkpoint says so, and the resumed run runs it again (its partial
+    sums are in no checkpoint). Other exceptions save nothing: they may strike halfway through
+    an update.
 
     The states of torch's (CPU and CUDA), NumPy's and Python's generators travel in each
-    checkpoint and come back on resume, so dropout and augmentation continue the same random
-    streams: resumed, deterministic training ends with the weights an uninterrupted run has.
-    Loader worker processes are the exception: they start their streams afresh, so
-    augmentation done in workers draws differently for the rest of the interrupted epoch.
+    checkpoint and come back on resume, so dropout and on-device augmentation continue the same
+    streams; the training order and per-sample augmentation in loader workers follow from the
+    seed, the epoch and the sample (``data/sampling.py``, ``data/augment.py``). Resumed,
+    deterministic training ends with the weights an uninterrupted run has, with or without
+    workers. It can't where the uninterrupted run isn't repeatable either (non-deterministic
+    GPU kernels), when the resume changes the batch size, the devices or ``overfit_batches``,
+    or with LitData's streaming loader, which draws in its own workers.
 
     Args:
         dirpath: Where the checkpoint goes; None: the run directory's ``checkpoints/``.
