@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -202,3 +203,42 @@ def test_resuming_past_the_end_of_the_schedule_is_refused(tmp_path: Path, schedu
     assert torch.load(last, weights_only=True)["global_step"] == 4  # the run is as it was
     same = run("fit", tmp_path, *resume, "--trainer.max_epochs=1")
     assert same.trainer.global_step == 4  # its own length still resumes (here: nothing left)
+
+
+def test_unfinished_checkpoint_writes_are_removed_at_the_next_fit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGKILL mid-save leaves ``<name>.partial``, a checkpoint's size, behind."""
+    cli = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
+    left = [
+        cli.run_dir / "checkpoints" / "last.ckpt.partial",
+        cli.run_dir / "hpc_ckpt_1.ckpt.partial",
+    ]
+    for path in left:
+        path.write_bytes(b"PK\x03\x04 half a checkpoint")
+    with caplog.at_level(logging.INFO):
+        run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1", f"--run.name={cli.run_dir.name}",
+            "--ckpt_path=last")  # fmt: skip
+    assert not any(path.exists() for path in left)
+    assert "Removed 2 unfinished checkpoint write(s) a kill mid-save left" in caplog.text
+    assert "checkpoints/last.ckpt.partial, hpc_ckpt_1.ckpt.partial" in caplog.text
+
+
+def test_a_damaged_checkpoint_is_named_and_the_newest_intact_one_resumed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cli = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
+    checkpoints = cli.run_dir / "checkpoints"
+    (best,) = checkpoints.glob("best-*.ckpt")
+    last = checkpoints / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short
+    again = [*NO_LOGGER, "--trainer.max_epochs=1", f"--run.name={cli.run_dir.name}"]
+    with pytest.raises(ValueError, match=rf"{last} is damaged \(truncated .* use {best} instead"):
+        run("fit", tmp_path, *again, f"--ckpt_path={last}")
+    with pytest.raises(ValueError, match=rf"{last} is damaged"):
+        run("test", tmp_path, *again, f"--ckpt_path={last}")
+    with caplog.at_level(logging.INFO):
+        resumed = run("fit", tmp_path, *again, "--ckpt_path=last")
+    assert f"{last} is damaged (truncated or not a checkpoint: " in caplog.text
+    assert f"resuming from the newest intact checkpoint, {best}" in caplog.text
+    assert resumed.trainer.global_step == 4  # the epoch the intact checkpoint holds

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import (
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from . import reports, strategies
+from . import checkpoints, reports, strategies
 from .data.findings import DataError
 from .provenance import save_provenance
 from .rundir import (
@@ -115,6 +115,11 @@ class ProjectCLI(LightningCLI):
 {%- endif %}
         }
         return {**LightningCLI.subcommands(), **own}
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        if subcommand := self.config.get("subcommand"):  # before Lightning reads the file
+            checkpoints.refuse_damaged(self.config[subcommand].get("ckpt_path"))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.root", type=Path, default=Path("runs"), help="Parent of runs.")

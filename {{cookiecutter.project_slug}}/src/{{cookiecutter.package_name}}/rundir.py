@@ -31,6 +31,9 @@ from lightning.pytorch.callbacks import (
     OnExceptionCheckpoint,
     ProgressBar,
 )
+from lightning.pytorch.utilities import rank_zero_info
+
+from .checkpoints import damage
 
 from .callbacks import PredictionWriter, TestReports
 
@@ -130,8 +133,14 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     SIGUSR1 before the time limit) or ``checkpoints/last.ckpt`` (saved on SIGTERM, at each
     epoch), whichever was written last."""
     candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
-    saved = [path for path in candidates if path.is_file()]
-    return max(saved, key=lambda path: path.stat().st_mtime_ns, default=None)
+    saved = sorted(
+        (path for path in candidates if path.is_file()), key=lambda path: path.stat().st_mtime_ns
+    )
+    intact = [path for path in saved if damage(path) is None]
+    if saved and saved[-1] not in intact:
+        chosen = f"resuming from {intact[-1]}" if intact else "starting afresh"
+        rank_zero_info(f"{saved[-1]} is damaged ({damage(saved[-1])}): {chosen}")
+    return intact[-1] if intact else None
 
 
 def config_filename(run_dir: Path, subcommand: str) -> str:

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.tuner import Tuner
 
 from . import benchmark as bench
+from . import checkpoints
 from . import export as exporter
 from .data.base import CheckedDataModule
 from .data.findings import raise_on_failures
@@ -25,6 +26,31 @@ from .strategies import holds_whole_model
 
 
 class Trainer(L.Trainer):
+    def fit(
+        self,
+        model: L.LightningModule,
+        train_dataloaders: object = None,
+        val_dataloaders: object = None,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | Path | None = None,
+        weights_only: bool | None = None,
+    ) -> None:
+        """Train, or resume training from a checkpoint.
+
+        Unfinished checkpoint writes of the run are removed first, and a damaged checkpoint
+        is never resumed from (see ``checkpoints.py``).
+
+        Args:
+            ckpt_path: The checkpoint to resume from: a file, or "last" (the newest intact
+                one of the run's last checkpoints), "hpc" or "registry" as in Lightning.
+            weights_only: Load the checkpoint with ``torch.load(weights_only=True)``.
+        """
+        if self.is_global_zero:
+            checkpoints.sweep_partial_writes(Path(self.default_root_dir))
+        if ckpt_path is not None:
+            ckpt_path = checkpoints.resume_from(self, ckpt_path)
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)
+
     def save_checkpoint(
         self, filepath: str | Path, weights_only: bool = False, storage_options: object = None
     ) -> None:
@@ -37,7 +63,7 @@ class Trainer(L.Trainer):
         if not holds_whole_model(self.strategy) or "://" in str(filepath):
             super().save_checkpoint(filepath, weights_only, storage_options)
             return
-        partial = Path(f"{filepath}.partial")
+        partial = Path(f"{filepath}{checkpoints.PARTIAL}")
         try:
             super().save_checkpoint(partial, weights_only, storage_options)
         except BaseException:

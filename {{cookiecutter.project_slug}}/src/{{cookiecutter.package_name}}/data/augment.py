@@ -1,6 +1,11 @@
 """Geometric training augmentation two ways with one distribution: per sample in DataLoader
 workers (torchvision v2), or per batch on whatever device the batch is on (:class:`BatchAugment`),
-where the CPU would otherwise be the bottleneck."""
+where the CPU would otherwise be the bottleneck.
+
+Per sample, the draws are a function of (seed, epoch, sample index) (:class:`KeyedTransform`),
+not of the worker that happens to run them: a resumed run, with or without loader workers,
+augments every sample as the uninterrupted run did. Per batch, they come from the device's
+global generator in the main process, whose state checkpoints carry (``Resumable``)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+
+from .sampling import SampleKey, mixed_seed
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,30 @@ class Augmentation:
         if self.horizontal_flip:
             steps.append(v2.RandomHorizontalFlip())
         return v2.Compose(steps) if steps else None
+
+
+class KeyedTransform:
+    """A per-sample transform whose draws, given a :class:`SampleKey`, follow from the key alone.
+
+    torchvision's transforms draw from torch's global CPU generator, which each loader worker
+    seeds for itself; here it is seeded from the key for each sample and put back as it was,
+    so the draws are the same in any process, and the caller's stream (dropout's, in the main
+    process) is untouched. Without a key it draws from the generator as it stands.
+    """
+
+    def __init__(self, transform: v2.Transform) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Tensor, key: SampleKey | None = None) -> Tensor:
+        if key is None:
+            return self.transform(image)
+        generator = torch.default_generator  # not torch.manual_seed: that reseeds CUDA's too
+        state = generator.get_state()
+        generator.manual_seed(mixed_seed(*key))
+        try:
+            return self.transform(image)
+        finally:
+            generator.set_state(state)
 
 
 @lru_cache(maxsize=8)
@@ -165,7 +196,7 @@ def training_augmentation(
     translate: float,
     crop_padding: int,
     horizontal_flip: bool,
-) -> tuple[Augmentation, BatchAugment | None, v2.Transform | None]:
+) -> tuple[Augmentation, BatchAugment | None, KeyedTransform | None]:
     """The training augmentation (the identity when ``augment`` is off), its batched version
     when it runs ``on_device``, else the per-sample transform for the loader workers."""
     augmentation = Augmentation()
@@ -173,4 +204,5 @@ def training_augmentation(
         augmentation = Augmentation(rotation_degrees, translate, crop_padding, horizontal_flip)
     if on_device:
         return augmentation, BatchAugment(augmentation), None
-    return augmentation, None, augmentation.cpu_transform()
+    transform = augmentation.cpu_transform()
+    return augmentation, None, None if transform is None else KeyedTransform(transform)

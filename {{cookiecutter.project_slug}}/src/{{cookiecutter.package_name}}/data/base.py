@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
-from torch.utils.data import Dataset, DistributedSampler, WeightedRandomSampler
+from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .. import reports
@@ -27,6 +27,7 @@ from .findings import DataError, Finding, print_findings, raise_on_failures, sav
 from .groups import WithGroups
 from .loading import LoaderSettings, Workers, resolve_loader
 from .manifest import save_manifest
+from .sampling import EpochSampler
 from .split import Split
 from .state import STATE_VERSION, check_split, split_record
 
@@ -271,25 +272,26 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
             dataset, collate_fn=self.collate_fn, **settings.kwargs(), **kwargs
         )
 
-    def shard(self, dataset: Dataset, training: bool) -> DistributedSampler | None:
-        """This DDP rank's part of ``dataset``; None in a single process.
+    def shard(self, dataset: Dataset) -> UnrepeatedDistributedSampler | None:
+        """This DDP rank's part of an evaluation split; None in a single process.
 
         Lightning's default pads every rank to the same length with repeated samples, which
-        would count some validation and test samples twice. Training drops the tail instead
-        (every rank must take as many steps); evaluation splits exactly, so ranks may differ
-        by one sample and the synced metrics equal a single process's.
+        would count some validation and test samples twice. Here the split is divided
+        exactly, so ranks may differ by one sample and the synced metrics equal a single
+        process's. (Training drops the tail instead, see :class:`EpochSampler`: every rank
+        must take as many steps.)
         """
         if self.trainer is None or self.trainer.world_size == 1:
             return None
         ranks = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank}
-        if training:
-            return DistributedSampler(
-                dataset, shuffle=True, seed=self.seed, drop_last=True, **ranks
-            )
         return UnrepeatedDistributedSampler(dataset, shuffle=False, **ranks)
 
     def evaluation_loader(self, dataset: Dataset) -> StatefulDataLoader:
-        return self.loader(dataset, sampler=self.shard(dataset, training=False))
+        # A generator of its own for the workers' seeds: without one, each validation draws
+        # them from the global generator, and dropout's stream would depend on how many
+        # validations ran (a run resumed in one runs it again).
+        generator = torch.Generator().manual_seed(self.seed)
+        return self.loader(dataset, sampler=self.shard(dataset), generator=generator)
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self.training_loader(self.prepared.datasets["train"])
@@ -297,19 +299,24 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     def training_loader(
         self, train: Dataset, settings: LoaderSettings | None = None
     ) -> StatefulDataLoader:
-        """Shuffled (or class-balanced, or this rank's shard of) ``train``, whole batches."""
-        # The shuffle order and the workers' seeds follow the data seed alone.
-        generator = torch.Generator().manual_seed(self.seed)
-        # Whole batches only (BatchNorm fails on a batch of one), unless there is just one.
-        options = {"settings": settings, "drop_last": len(train) > self.batch_size}
+        """Shuffled or class-balanced ``train`` (this rank's shard of it), whole batches.
+
+        The order is a function of the data seed and the epoch (see :class:`EpochSampler`),
+        so a resumed run sees the batches an uninterrupted one sees, in every later epoch too.
+        """
+        weights = None
         if self.state.get("balanced_sampler"):
             labels = self.prepared.train_labels
             weights = 1.0 / np.bincount(labels)[labels]
-            sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
-            return self.loader(train, sampler=sampler, **options)  # Lightning shards it
-        if (sampler := self.shard(train, training=True)) is not None:
-            return self.loader(train, sampler=sampler, **options)
-        return self.loader(train, shuffle=True, generator=generator, **options)
+        trainer = self.trainer
+        ranks = (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+        sampler = EpochSampler(train, self.seed, weights, *ranks)
+        # The workers' seeds follow the data seed alone (the sampler draws from its own).
+        generator = torch.Generator().manual_seed(self.seed)
+        # Whole batches only (BatchNorm fails on a batch of one), unless there is just one.
+        drop_last = len(train) > self.batch_size
+        options = {"sampler": sampler, "generator": generator, "drop_last": drop_last}
+        return self.loader(train, settings, **options)
 
     def val_dataloader(self) -> StatefulDataLoader:
         return self.evaluation_loader(self.prepared.datasets["val"])

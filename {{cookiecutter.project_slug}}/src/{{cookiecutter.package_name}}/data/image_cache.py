@@ -24,8 +24,10 @@ import torch
 from numpy.lib.format import open_memmap
 from torch.utils.data import Dataset
 
+from .augment import KeyedTransform
 from .findings import Finding
 from .image_sources import ImageSource
+from .sampling import SampleKey
 
 FORMAT = 2  # bump when decoding changes what a cached array would hold (2: 16-bit, EXIF)
 STALE_TEMP_S = 24 * 3600  # temp files this old are left by killed builds, not running ones
@@ -70,19 +72,27 @@ class ImageTensorDataset(Dataset):
         """Untransformed images of the samples ``indices``, (N, C, H, W), read into memory."""
         return self.images[self.rows[np.asarray(indices, dtype=np.int64)]]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self.pixels([index])[0])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
+    @property
+    def takes_sample_keys(self) -> bool:
+        """Whether training samples should come as SampleKeys, whose (seed, epoch, index)
+        fix their augmentation's draws (see ``augment.KeyedTransform``)."""
+        return isinstance(self.transform, KeyedTransform)
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A whole batch in one read; DataLoader calls this with ``collate_fn=collate``."""
+    def __getitem__(self, index: int | SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
+        key = index if isinstance(index, SampleKey) else None
+        position = index.index if key is not None else index
+        image = torch.from_numpy(self.pixels([position])[0])
         if self.transform is not None:
-            images = torch.stack([self[i][0] for i in indices])
-        else:
-            images = torch.from_numpy(self.pixels(indices))
-        return images, self.labels[indices]
+            image = self.transform(image) if key is None else self.transform(image, key)
+        return image, self.labels[position]
+
+    def __getitems__(self, indices: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one read (of ints or SampleKeys); DataLoader calls this with
+        ``collate_fn=collate``."""
+        if self.transform is not None:
+            images, labels = zip(*(self[i] for i in indices), strict=True)
+            return torch.stack(images), torch.stack(labels)
+        return torch.from_numpy(self.pixels(indices)), self.labels[indices]
 
     def channel_statistics(self, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std in [0, 1], shaped (C, 1, 1).
