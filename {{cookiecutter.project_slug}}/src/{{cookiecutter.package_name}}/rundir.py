@@ -33,9 +33,8 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.utilities import rank_zero_info
 
-from .checkpoints import damage
-
 from .callbacks import PredictionWriter, TestReports
+from .checkpoints import damage
 
 # DDP starts one process per device, each parsing the same command line; the first one
 # exports the directory it chose so the others write to the same place.
