@@ -47,8 +47,8 @@ class Resumable(OnExceptionCheckpoint):
         run_dir = Path(trainer.default_root_dir)
         rank_zero_info(
             f"Stopped by {signal} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
-            f"saved {self.ckpt_path}. Resume with: fit --config {run_dir / 'config.yaml'} "
-            "--ckpt_path last"
+            f"saved {self.ckpt_path}. Resume with: python -m {__name__.partition('.')[0]} fit "
+            f"--config {run_dir / 'config.yaml'} --ckpt_path last"
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
