@@ -89,6 +89,7 @@ SHARED = {
             "test_export",
             "test_groups",
             "test_model",
+            "test_output",
             "test_processes",
             "test_provenance",
             "test_refusals",

@@ -3,6 +3,8 @@ samples, take any batch size, carry their input description, and fail loudly oth
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -31,8 +33,11 @@ def exported(fitted: ProjectCLI, tmp_path_factory: pytest.TempPathFactory) -> Pa
     config = fitted.run_dir / "config.yaml"
     root = tmp_path_factory.mktemp("elsewhere")
     args = [*NO_LOGGER, f"--ckpt_path={best_checkpoint(fitted)}", "--quantize=true"]
-    cli = run("export", root, *args, config=config)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        cli = run("export", root, *args, config=config)
     assert cli.run_dir == fitted.run_dir and not list(root.iterdir())  # into the fit's run
+    files = "inputs.json, model.int8.onnx, model.onnx, model.pt2, parity.json"
+    assert f"Exported to {fitted.run_dir / 'export'}: {files}" in printed.getvalue()
     return fitted.run_dir / "export"
 
 

@@ -92,7 +92,8 @@ def test_sigterm_mid_epoch_then_resume_ends_as_an_uninterrupted_run(tmp_path: Pa
     assert process.returncode == 128 + signal.SIGTERM, err[-3000:]  # not 0: not "finished"
     run_dir = tmp_path / "cut"
     assert f"Stopped by SIGTERM at epoch 1, step {KILL_AT}" in out + err
-    assert f"--config {run_dir / 'config.yaml'} --ckpt_path last" in out + err
+    pasted = f"python -m {PACKAGE} fit --config {run_dir / 'config.yaml'} --ckpt_path last"
+    assert f"Resume with: {pasted}" in out + err  # runs as printed
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == KILL_AT
 

@@ -234,7 +234,8 @@ def export(
             f"({q['size_reduction']:.0%} smaller)"
         )
     (out_dir / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
-    print("\n".join(lines))
+    written = sorted(path.name for path in out_dir.iterdir())
+    print("\n".join([*lines, f"Exported to {out_dir}: {', '.join(written)}"]))
     failed = [name for name, parity in results.items() if not parity.passed]
     if failed:
         raise ParityError(

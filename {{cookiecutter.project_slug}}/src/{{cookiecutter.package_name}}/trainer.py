@@ -12,8 +12,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.tuner import Tuner
 
 from . import benchmark as bench
@@ -25,7 +28,29 @@ from .data.loading import available_cpus
 from .strategies import holds_whole_model
 
 
+class FreshFitConnector(_CheckpointConnector):
+    """A fit without ``ckpt_path`` starts afresh.
+
+    Lightning reads ``fit(ckpt_path=None)`` beside an ``OnExceptionCheckpoint`` (``Resumable``
+    is one) as ``ckpt_path="last"``, and warns twice on every fresh fit and ``tune`` that no
+    model was given and no last checkpoint exists. Resuming is asked for: ``--ckpt_path last``
+    (a requeued SLURM job still resumes by itself, as Lightning has it).
+    """
+
+    def _parse_ckpt_path(
+        self, state_fn: TrainerFn, ckpt_path: object, model_provided: bool, model_connected: bool
+    ) -> object:
+        requeued = SLURMEnvironment.detect() and self._hpc_resume_path is not None
+        if state_fn == TrainerFn.FITTING and ckpt_path is None and not requeued:
+            return None
+        return super()._parse_ckpt_path(state_fn, ckpt_path, model_provided, model_connected)
+
+
 class Trainer(L.Trainer):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # the CLI reads the options from L.Trainer's
+        self._checkpoint_connector = FreshFitConnector(self)
+
     def fit(
         self,
         model: L.LightningModule,

@@ -59,8 +59,8 @@ class Resumable(OnExceptionCheckpoint):
         run_dir = Path(trainer.default_root_dir)
         rank_zero_info(
             f"Stopped by {signal}{during} at epoch {trainer.current_epoch}, step "
-            f"{trainer.global_step}: saved {self.ckpt_path}. Resume with: fit --config "
-            f"{run_dir / 'config.yaml'} --ckpt_path last"
+            f"{trainer.global_step}: saved {self.ckpt_path}. Resume with: python -m "
+            f"{__name__.partition('.')[0]} fit --config {run_dir / 'config.yaml'} --ckpt_path last"
         )
 
     def on_save_checkpoint(
