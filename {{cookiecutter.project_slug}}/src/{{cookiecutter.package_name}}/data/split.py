@@ -1,12 +1,14 @@
-"""Train/val/test splits: seeded and stratified, as given by the data, or ordered in time."""
+"""Train/val/test splits: seeded and stratified (of whole groups, when groups must not be
+split), as given by the data, or ordered in time."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .findings import DataError
 
@@ -66,6 +68,42 @@ def stratified_split(
     check_fractions(val_fraction, test_fraction)
     rest, test = holdout(np.arange(len(labels)), labels, test_fraction, seed, class_names)
     train, val = holdout(rest, labels, val_fraction / (1 - test_fraction), seed, class_names)
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+# A group split deals whole groups into this many folds (fewer with fewer groups) and gives
+# each split whole folds: fractions in steps of 5%, the test folds fixed by the seed alone.
+GROUP_FOLDS = 20
+
+
+def group_split(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) index arrays with every group in one split, each split's class
+    balance as close to the whole's as whole groups allow (scikit-learn's
+    StratifiedGroupKFold, seeded). The first folds are test, so that changing
+    ``val_fraction`` never moves a sample into or out of the test set."""
+    check_fractions(val_fraction, test_fraction)
+    count = len(np.unique(groups))
+    if count < 3:
+        raise DataError(
+            f"Can't split {count} group(s) into train, val and test: a group split needs at "
+            "least 3 groups (one per split); add samples of other groups, or drop split_by"
+        )
+    folds = min(GROUP_FOLDS, count)
+    n_test = min(max(1, round(test_fraction * folds)), folds - 2)
+    n_val = min(max(1, round(val_fraction * folds)), folds - 1 - n_test)
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class rarer than the folds is stratified as it can be
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        parts = [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
+    test = np.concatenate(parts[:n_test])
+    val = np.concatenate(parts[n_test : n_test + n_val])
+    train = np.concatenate(parts[n_test + n_val :])
     return np.sort(train), np.sort(val), np.sort(test)
 
 
