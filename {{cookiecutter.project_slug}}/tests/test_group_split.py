@@ -94,3 +94,23 @@ def test_too_few_groups_are_refused(visits: Path, tmp_path: Path) -> None:
     frame.to_csv(tmp_path / "two.csv", index=False)
     with pytest.raises(DataError, match="at least 3 groups"):
         _ = module(tmp_path / "two.csv", split_by="patient").prepared
+
+
+def group_key_findings(datamodule: TabularDataModule) -> list[str]:
+    return [f.subject for f in datamodule.prepared.findings if f.check == "group_key"]
+
+
+def test_a_patient_column_under_a_random_split_is_named(visits: Path) -> None:
+    finding = next(f for f in module(visits).prepared.findings if f.check == "group_key")
+    assert (finding.subject, finding.severity) == ("patient", "warning")
+    assert "--data.init_args.split_by patient" in finding.message
+    assert group_key_findings(module(visits, split_by="patient")) == []
+
+
+def test_group_key_check_is_quiet_on_features(visits: Path, tmp_path: Path) -> None:
+    """The embedded table, and a repeated column unrelated to the label, raise no warning."""
+    assert group_key_findings(TabularDataModule()) == []
+    frame = pd.read_csv(visits)
+    frame["patient"] = np.random.default_rng(1).permutation(frame["patient"].to_numpy())
+    frame.to_csv(tmp_path / "shuffled.csv", index=False)
+    assert group_key_findings(module(tmp_path / "shuffled.csv")) == []

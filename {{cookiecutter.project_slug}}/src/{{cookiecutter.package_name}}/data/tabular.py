@@ -17,6 +17,7 @@ from .base import CheckedDataModule, Prepared
 from .checks import (
     class_imbalance,
     cross_split_duplicates,
+    group_keys,
     imbalance_remedy,
     within_split_duplicates,
 )
@@ -169,6 +170,9 @@ class TabularDataModule(CheckedDataModule):
         if len(class_names) < 2:
             raise DataError(f"{source}: a single class ({class_names}) leaves nothing to learn")
         codes = pd.Categorical(labels, categories=class_names).codes.astype(np.int64)
+        if not self.time_column and not self.split_by:  # a random split: may cut groups
+            keyed = {name: typed[name] for name in kinds if kinds[name] != "date"}
+            findings += group_keys(keyed, codes, rules.group_key)
         ids = np.array([str(i) for i in frame.index], dtype=object)
         split_groups = self.split_groups(frame)
         splits = self.split(frame, codes, ids, findings, class_names, split_groups)
