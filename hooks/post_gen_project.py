@@ -42,6 +42,7 @@ TASK_FILES = {
         "tests/test_tabular_data.py",
         "tests/test_table_reading.py",
         "tests/test_table_runs.py",
+        "tests/test_group_split.py",
     ],
 }
 CI_FILES = [".github", ".pre-commit-config.yaml"]

@@ -133,6 +133,7 @@ TASK = {
         "tests/test_tabular_data.py",
         "tests/test_table_reading.py",
         "tests/test_table_runs.py",
+        "tests/test_group_split.py",
     },
 }
 CI = {".github/workflows/ci.yml", ".pre-commit-config.yaml"}

@@ -489,3 +489,40 @@ def test_a_memory_map_pickles_as_its_file_name(tmp_path: Path) -> None:
     indices = list(range(len(train)))
     for ours, theirs in zip(train.__getitems__(indices), copied.__getitems__(indices), strict=True):
         assert torch.equal(ours, theirs)
+
+
+def bursts(datamodule: ImageDataModule, path: Path) -> dict[str, str]:
+    """Writes a split_by_mapping: the images of each class in bursts of 4."""
+    data, mapping = datamodule.prepared, {}
+    for label in sorted(set(data.labels)):
+        same = [i for i, y in zip(data.ids, data.labels, strict=True) if y == label]
+        mapping |= {sample: f"{label}-{k // 4}" for k, sample in enumerate(same)}
+    path.write_text("id,group\n" + "".join(f"{i},{g}\n" for i, g in mapping.items()))
+    return mapping
+
+
+def splits_per_burst(data, mapping: dict[str, str]) -> list[int]:
+    spans: dict[str, set] = {}
+    for sample, split in zip(data.ids, data.splits, strict=True):
+        spans.setdefault(mapping[sample], set()).add(split)
+    return [len(s) for s in spans.values()]
+
+
+def test_split_by_mapping_keeps_each_burst_in_one_split(tmp_path: Path) -> None:
+    mapping = bursts(ImageDataModule(), tmp_path / "bursts.csv")
+    assert max(splits_per_burst(ImageDataModule().prepared, mapping)) > 1  # the leak
+    datamodule = ImageDataModule(split_by_mapping=tmp_path / "bursts.csv")
+    data = datamodule.prepared
+    assert max(splits_per_burst(data, mapping)) == 1
+    assert data.split_groups == [mapping[i] for i in data.ids]
+    assert abs(data.splits.count("test") / len(data.splits) - 0.15) < 0.03
+    assert datamodule.split_settings()["split_by_mapping"] == str(tmp_path / "bursts.csv")
+    datamodule.write_reports(tmp_path / "run")
+    header = (tmp_path / "run" / "split_manifest.csv").read_text().splitlines()[0]
+    assert header == "id,label,split,group"
+
+
+def test_a_split_by_mapping_of_other_ids_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "other.csv").write_text("id,group\nnot-an-image,a\n")
+    with pytest.raises(DataError, match=r"split_by_mapping .*none of its ids"):
+        _ = ImageDataModule(split_by_mapping=tmp_path / "other.csv").prepared

@@ -50,6 +50,7 @@ class Prepared:
     state: dict[str, Any]  # fitted on the training split: saved in checkpoints
     counts: dict[str, Any] = field(default_factory=dict)
     groups: list[str] | None = None  # each sample's group, when groups are configured
+    split_groups: list[str] | None = None  # each sample's group that the split kept whole
 
 
 class FittedState:
@@ -245,7 +246,9 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
     def write_reports(self, run_dir: Path, loggers: list | tuple = ()) -> None:
         """The split manifest and fingerprint always; the profile unless ``profile`` is off."""
         data = self.prepared
-        save_manifest(run_dir, data.ids, data.labels, data.splits, data.fingerprint)
+        save_manifest(
+            run_dir, data.ids, data.labels, data.splits, data.fingerprint, data.split_groups
+        )
         if not self.profile:
             return
         counts = {"samples": len(data.ids), **data.counts, "fingerprint": data.fingerprint}

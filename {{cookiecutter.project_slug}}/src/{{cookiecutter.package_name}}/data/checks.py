@@ -1,4 +1,4 @@
-"""Checks every task shares: class balance and exact duplicates across splits.
+"""Checks every task shares: class balance, exact duplicates across splits, and group keys.
 
 Each check is a plain function from samples to findings; the data modules apply the rules.
 """
@@ -6,17 +6,22 @@ Each check is a plain function from samples to findings; the data modules apply 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from .findings import Finding
 
 # Most/least frequent training class at or above this ratio is worth a remedy. The embedded
 # tables sit well below it (breast cancer: 1.7).
 IMBALANCE_RATIO = 3.0
+GROUP_VALUES = 10  # a key repeats at least this many values; fewer are categories of rows
+# How much more often than chance two rows of one value share their label (Cohen's kappa of
+# the pairs) before the value looks like one patient or customer rather than a feature.
+GROUP_KAPPA = 0.8
 
 
 def class_imbalance(train_labels: np.ndarray, class_names: Sequence[str], action: str) -> Finding:
@@ -83,6 +88,37 @@ class CommonRules:
 
     duplicate_across_splits: Literal["drop", "keep", "fail"] = "drop"
     class_imbalance: Literal["class_weights", "sampler", "keep", "fail"] = "class_weights"
+
+
+def group_keys(columns: Mapping[str, pd.Series], labels: np.ndarray, action: str) -> list[Finding]:
+    """Columns whose values repeat across rows, the rows of one value sharing their label far
+    more often than two random rows do: one patient's or customer's rows, which a random
+    split would put in training and test at once. Numbers count only when whole (measured
+    values repeat by chance)."""
+    findings = []
+    for name, column in columns.items():
+        known = column.notna().to_numpy()
+        cells, classes = column[known], labels[known]
+        if pd.api.types.is_float_dtype(cells) and not (cells == cells.round()).all():
+            continue
+        sizes = cells.value_counts()
+        repeated = sizes[sizes > 1]
+        if len(repeated) < GROUP_VALUES or repeated.sum() < len(cells) / 2:
+            continue
+        chance = float(((np.bincount(classes) / len(classes)) ** 2).sum())
+        same = pd.crosstab(cells.to_numpy(), classes).to_numpy()
+        agreement = (same * (same - 1)).sum() / (sizes * (sizes - 1)).sum()
+        if chance == 1 or (agreement - chance) / (1 - chance) < GROUP_KAPPA:
+            continue
+        message = (
+            f"{len(repeated)} of its values repeat across rows ({repeated.mean():.1f} rows "
+            f"each), and rows of one value share their label {agreement:.0%} of the time (two "
+            f"random rows: {chance:.0%}): a group key? If a value is one patient, customer or "
+            "session, the random split puts its rows in training and test at once; keep each "
+            f"in one split with --data.init_args.split_by {name}"
+        )
+        findings.append(Finding("group_key", "warning", name, message, action))
+    return findings
 
 
 def imbalance_remedy(finding: Finding, train_labels: np.ndarray, num_classes: int) -> dict:

@@ -16,10 +16,10 @@ from .findings import DataError
 UNMAPPED = "(unmapped)"
 
 
-def read_group_mapping(path: Path) -> dict[str, str]:
+def read_group_mapping(path: Path, option: str = "group_mapping") -> dict[str, str]:
     """``id,group`` rows of a CSV file; ids as in the run's ``split_manifest.csv``."""
     if not Path(path).is_file():
-        raise DataError(f"group_mapping {path}: no such file (a CSV with columns id,group)")
+        raise DataError(f"{option} {path}: no such file (a CSV with columns id,group)")
     with Path(path).open(newline="") as file:
         reader = csv.DictReader(file)
         absent = [name for name in ("id", "group") if name not in (reader.fieldnames or [])]
@@ -36,12 +36,14 @@ def read_group_mapping(path: Path) -> dict[str, str]:
     return mapping
 
 
-def groups_of(ids: Sequence[str], mapping: dict[str, str], path: Path) -> list[str]:
+def groups_of(
+    ids: Sequence[str], mapping: dict[str, str], path: Path, option: str = "group_mapping"
+) -> list[str]:
     """Each sample's group; samples the mapping misses form the group ``(unmapped)``."""
     groups = [mapping.get(sample, UNMAPPED) for sample in ids]
     if all(group == UNMAPPED for group in groups):
         raise DataError(
-            f"group_mapping {path}: none of its ids is a sample of this data; ids look like "
+            f"{option} {path}: none of its ids is a sample of this data; ids look like "
             f"{list(ids[:3])} (see split_manifest.csv)."
         )
     return groups

@@ -32,7 +32,7 @@ from .checks import (
     within_split_duplicates,
 )
 from .findings import Finding, nothing_usable
-from .groups import groups_of, read_group_mapping
+from .groups import UNMAPPED, groups_of, read_group_mapping
 from .image_cache import ImageTensorDataset, decode_cached
 from .image_checks import ImageRules, inspect, near_duplicates, unreadable
 from .image_decoding import (
@@ -83,6 +83,7 @@ class ImageDataModule(CheckedDataModule):
         download: bool = True,
         predict_root: Path | None = None,
         group_mapping: Path | None = None,
+        split_by_mapping: Path | None = None,
         max_group_gap: float = 0.05,
         min_group_size: GroupSize = 30,
         image_size: int | tuple[int, int] | None = None,
@@ -120,6 +121,10 @@ class ImageDataModule(CheckedDataModule):
             group_mapping: A CSV of ``id,group`` rows (ids as in ``split_manifest.csv``):
                 ``test`` reports each group's metrics and the largest gap between groups;
                 images it doesn't name form the group "(unmapped)".
+            split_by_mapping: A CSV of ``id,group`` rows (e.g. each photo's patient or
+                burst): the seed keeps each group's images in one split, stratified as far as
+                whole groups allow; an image it doesn't name is a group of its own. Splits the
+                data gives (a ``test`` folder) stay as given.
             max_group_gap: Largest difference of a test metric between two groups before
                 ``test`` flags it.
             min_group_size: Test samples a group needs before its metrics can decide the gap.
@@ -169,6 +174,7 @@ class ImageDataModule(CheckedDataModule):
         )  # fmt: skip
         self.root, self.torchvision, self.download = root, torchvision, download
         self.predict_root, self.group_mapping = predict_root, group_mapping
+        self.split_by_mapping = split_by_mapping
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else image_size
         self.channels, self.rules, self.max_pixels = channels, rules, max_pixels
         self.near_duplicate_distance = near_duplicate_distance
@@ -230,9 +236,11 @@ class ImageDataModule(CheckedDataModule):
         class_names = sorted(set(source.labels))
         codes = np.array([class_names.index(label) for label in source.labels])
         given = [source.splits[i] for i in opened]
+        kept_together = self.split_groups([source.ids[i] for i in opened])
         split_names = assign_splits(
-            codes[opened], given, self.val_fraction, self.test_fraction, self.seed, class_names
-        )
+            codes[opened], given, self.val_fraction, self.test_fraction, self.seed, class_names,
+            kept_together,
+        )  # fmt: skip
         split_of = dict(zip(opened.tolist(), split_names, strict=True))
         train_headers = [headers[i] for i in opened if split_of[i] == "train"]
         channels = self.channels or fitted_channels(mode for mode, _ in train_headers)
@@ -292,10 +300,26 @@ class ImageDataModule(CheckedDataModule):
         }
         digest = fingerprint(ids, [h for h, u in zip(hashes, use, strict=True) if u], names)
         groups = groups_of(ids, mapping, self.group_mapping) if mapping is not None else None
+        if kept_together is not None:
+            of = dict(zip((source.ids[i] for i in opened), kept_together, strict=True))
+            kept_together = [of[sample] for sample in ids]
         return Prepared(
             datasets, train_labels, ids, names, list(splits), digest, findings, state, counts,
-            groups,
+            groups, kept_together,
         )  # fmt: skip
+
+    def split_groups(self, ids: list[str]) -> np.ndarray | None:
+        """Each image's group from ``split_by_mapping``, or None without one."""
+        if self.split_by_mapping is None:
+            return None
+        path, option = self.split_by_mapping, "split_by_mapping"
+        mapping = read_group_mapping(path, option)
+        groups_of(ids, mapping, path, option)  # refuses a mapping of none of these images
+        return np.array([mapping.get(i, f"{UNMAPPED} {i}") for i in ids], dtype=object)
+
+    def split_settings(self) -> dict[str, Any]:
+        mapping = self.split_by_mapping
+        return {**super().split_settings(), "split_by_mapping": mapping and str(mapping)}
 
     def open_all(self, source: ImageSource, findings: list[Finding]) -> dict[int, tuple]:
         """(mode, (width, height) upright) of every sample that opens as an image and is

@@ -22,13 +22,16 @@ def save_manifest(
     labels: Sequence[str],
     splits: Sequence[str],
     digest: str,
+    groups: Sequence[str] | None = None,
 ) -> None:
-    """``split_manifest.csv`` (id, label, split) and ``data_fingerprint.json`` in ``run_dir``."""
+    """``split_manifest.csv`` (id, label, split, and the group the split kept whole when
+    ``groups`` are given) and ``data_fingerprint.json`` in ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    columns = [ids, labels, splits] if groups is None else [ids, labels, splits, groups]
     with (run_dir / "split_manifest.csv").open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["id", "label", "split"])
-        writer.writerows(zip(ids, labels, splits, strict=True))
+        writer.writerow(["id", "label", "split", "group"][: len(columns)])
+        writer.writerows(zip(*columns, strict=True))
     counts = Counter(splits)
     summary = {"fingerprint": digest, "samples": {s: counts[s] for s in ("train", "val", "test")}}
     (run_dir / "data_fingerprint.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,12 +1,15 @@
-"""Train/val/test splits: seeded and stratified, as given by the data, or ordered in time."""
+"""Train/val/test splits: seeded and stratified (of whole groups, when groups must not be
+split), as given by the data, or ordered in time."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .findings import DataError
 
@@ -69,6 +72,51 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+# A group split deals whole groups into this many folds (fewer with fewer groups) and gives
+# each split whole folds: fractions in steps of 5%, the test folds fixed by the seed alone.
+GROUP_FOLDS = 20
+
+
+def group_split(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) index arrays with every group in one split, each split's class
+    balance as close to the whole's as whole groups allow. The first folds are test, so that
+    changing ``val_fraction`` never moves a sample into or out of the test set."""
+    check_fractions(val_fraction, test_fraction)
+    test, val, train = group_folds(labels, groups, [test_fraction, val_fraction], seed)
+    return train, val, test
+
+
+def group_folds(
+    labels: np.ndarray, groups: np.ndarray, fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Sorted index arrays of about each of ``fractions`` of the samples, then the rest, made
+    of whole groups by scikit-learn's StratifiedGroupKFold (seeded); each part at least one
+    fold."""
+    count = len(np.unique(groups))
+    if count < len(fractions) + 1:
+        raise DataError(
+            f"Can't split {count} group(s) into {len(fractions) + 1} splits of whole groups; "
+            f"a group split needs at least {len(fractions) + 1} groups (one per split): add "
+            "samples of other groups, or don't split by groups"
+        )
+    folds, taken, bounds = min(GROUP_FOLDS, count), 0, []
+    for left, fraction in zip(range(len(fractions), 0, -1), fractions, strict=True):
+        taken += min(max(1, round(fraction * folds)), folds - taken - left)
+        bounds.append(taken)
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class rarer than the folds is stratified as it can be
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        parts = [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
+    edges = [0, *bounds, folds]
+    return [np.sort(np.concatenate(parts[a:b])) for a, b in pairwise(edges)]
+
+
 def assign_splits(
     labels: np.ndarray,
     given: Sequence[str | None],
@@ -76,8 +124,10 @@ def assign_splits(
     test_fraction: float,
     seed: int,
     class_names: Sequence[str] | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The split of every sample: as ``given``, the seed deciding where ``given`` is None.
+    """The split of every sample: as ``given``, the seed deciding where ``given`` is None
+    (keeping each of ``groups`` in one split, when given).
 
     With no test samples given, the seed cuts all three splits from the undecided samples;
     with a given test split (a torchvision test set, a ``test`` folder) it cuts only
@@ -86,7 +136,14 @@ def assign_splits(
     check_fractions(val_fraction, test_fraction)
     splits = np.array([s or "" for s in given], dtype=object)
     pool = np.flatnonzero(splits == "")
-    if len(pool) and "test" in splits:
+    if len(pool) and groups is not None:
+        tested = "test" in splits
+        fractions = [val_fraction] if tested else [test_fraction, val_fraction]
+        parts = group_folds(labels[pool], groups[pool], fractions, seed)
+        names = ["val", "train"] if tested else ["test", "val", "train"]
+        for name, part in zip(names, parts, strict=True):
+            splits[pool[part]] = name
+    elif len(pool) and "test" in splits:
         train, val = holdout(pool, labels, val_fraction, seed, class_names)
         splits[train], splits[val] = "train", "val"
     elif len(pool):

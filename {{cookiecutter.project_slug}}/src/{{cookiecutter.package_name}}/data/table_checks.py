@@ -51,6 +51,8 @@ class TableRules(CommonRules):
             ``drop`` it, or ``keep`` it.
         timestamp_column: ``keep`` a date column under a random split (a warning: consider
             ``time_column``), ``drop`` it, or ``fail``.
+        group_key: ``keep`` a column that looks like a patient or customer key under a
+            random split (a warning: consider ``split_by``), or ``fail``.
     """
 
     missing_label: Literal["drop", "fail"] = "drop"
@@ -62,6 +64,7 @@ class TableRules(CommonRules):
     id_like_column: Literal["drop", "keep", "fail"] = "drop"
     label_leak: Literal["fail", "drop", "keep"] = "fail"
     timestamp_column: Literal["keep", "drop", "fail"] = "keep"
+    group_key: Literal["keep", "fail"] = "keep"
 
 
 def looks_like_dates(cells: pd.Series) -> bool:

@@ -17,6 +17,7 @@ from .base import CheckedDataModule, Prepared
 from .checks import (
     class_imbalance,
     cross_split_duplicates,
+    group_keys,
     imbalance_remedy,
     within_split_duplicates,
 )
@@ -24,7 +25,7 @@ from .drift import fit_profile
 from .findings import DataError, Finding
 from .loading import BatchSize, Fraction, GroupSize, Prefetch, Workers
 from .manifest import fingerprint
-from .split import SPLITS, Split, stratified_split, time_split
+from .split import SPLITS, Split, group_split, stratified_split, time_split
 from .table_checks import (
     TableRules,
     column_kind,
@@ -78,6 +79,7 @@ class TabularDataModule(CheckedDataModule):
         delimiter: str | None = None,
         time_column: str | None = None,
         group_column: str | None = None,
+        split_by: str | None = None,
         max_group_gap: float = 0.05,
         min_group_size: GroupSize = 30,
         predict_path: Path | None = None,
@@ -109,6 +111,10 @@ class TabularDataModule(CheckedDataModule):
                 them validation) instead of at random; never a feature.
             group_column: Each row's group (e.g. a sensitive attribute): ``test`` reports each
                 group's metrics and the largest gap between groups; never a feature.
+            split_by: Keep the rows of each value of this column (a patient, customer or
+                session) in one split, so no one's rows are in training and test at once;
+                stratified as far as whole groups allow; never a feature. Empty cells form
+                one group.
             max_group_gap: Largest difference of a test metric between two groups before
                 ``test`` flags it.
             min_group_size: Test samples a group needs before its metrics can decide the gap.
@@ -141,7 +147,7 @@ class TabularDataModule(CheckedDataModule):
         )  # fmt: skip
         self.path, self.target, self.time_column = path, target, time_column
         self.encoding, self.delimiter = encoding, delimiter
-        self.group_column = group_column
+        self.group_column, self.split_by = group_column, split_by
         self.predict_path, self.categorical = predict_path, categorical or []
         self.max_categories, self.rules = max_categories, rules
         self.leak_auc, self.outlier_threshold = leak_auc, outlier_threshold
@@ -164,8 +170,12 @@ class TabularDataModule(CheckedDataModule):
         if len(class_names) < 2:
             raise DataError(f"{source}: a single class ({class_names}) leaves nothing to learn")
         codes = pd.Categorical(labels, categories=class_names).codes.astype(np.int64)
+        if not self.time_column and not self.split_by:  # a random split: may cut groups
+            keyed = {name: typed[name] for name in kinds if kinds[name] != "date"}
+            findings += group_keys(keyed, codes, rules.group_key)
         ids = np.array([str(i) for i in frame.index], dtype=object)
-        splits = self.split(frame, codes, ids, findings, class_names)
+        split_groups = self.split_groups(frame)
+        splits = self.split(frame, codes, ids, findings, class_names, split_groups)
         train = splits == "train"
         numeric = [name for name in features if kinds[name] == "numeric"]
         z = robust_z(typed[numeric], train)
@@ -222,7 +232,7 @@ class TabularDataModule(CheckedDataModule):
         digest = fingerprint(list(ids), hashes, names)
         return Prepared(
             datasets, codes[train], list(ids), names, list(splits), digest, findings, state, counts,
-            groups,
+            groups, None if split_groups is None else split_groups[use].tolist(),
         )  # fmt: skip
 
     def labeled_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, list]:
@@ -281,7 +291,18 @@ class TabularDataModule(CheckedDataModule):
 
     def non_features(self) -> list[str]:
         """Columns besides the label that the model never sees."""
-        return [name for name in (self.time_column, self.group_column) if name]
+        return [name for name in (self.time_column, self.group_column, self.split_by) if name]
+
+    def split_groups(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Each row's value of ``split_by`` as text, or None without one."""
+        if self.split_by is None:
+            return None
+        if self.time_column:
+            raise DataError(
+                f"data.init_args.time_column ({self.time_column!r}) and split_by "
+                f"({self.split_by!r}) each decide the split: set one of them"
+            )
+        return texts(frame[self.split_by]).fillna("(missing)").to_numpy(dtype=object)
 
     def split(
         self,
@@ -290,11 +311,15 @@ class TabularDataModule(CheckedDataModule):
         ids: np.ndarray,
         findings: list[Finding],
         class_names: list[str],
+        groups: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Each row's split: by ``time_column`` (its order checked), else seeded, stratified."""
+        """Each row's split: by ``time_column`` (its order checked), else seeded, stratified
+        (whole ``groups`` when given)."""
         if self.time_column:
             times = parse_times(frame[self.time_column]).to_numpy()
             parts = time_split(times, self.val_fraction, self.test_fraction)
+        elif groups is not None:
+            parts = group_split(codes, groups, self.val_fraction, self.test_fraction, self.seed)
         else:
             parts = stratified_split(
                 codes, self.val_fraction, self.test_fraction, self.seed, class_names
@@ -307,7 +332,11 @@ class TabularDataModule(CheckedDataModule):
         return splits
 
     def split_settings(self) -> dict[str, Any]:
-        return {**super().split_settings(), "time_column": self.time_column}
+        return {
+            **super().split_settings(),
+            "time_column": self.time_column,
+            "split_by": self.split_by,
+        }
 
     @property
     def feature_names(self) -> list[str]:
