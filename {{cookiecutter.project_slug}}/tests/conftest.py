@@ -65,8 +65,11 @@ def logged(cli: ProjectCLI, key: str) -> list[float]:
 
 
 def newest_output(run_dir: Path, filename: str) -> Path:
-    """``filename`` as the latest later command on a run (test, predict) wrote it."""
-    return max((run_dir / "outputs").glob(f"*/{filename}"), key=lambda p: p.stat().st_mtime_ns)
+    """``filename`` as the latest command on a run wrote it: a later test or predict in
+    ``outputs/``, a command that started the run in the run directory itself."""
+    written = [*(run_dir / "outputs").glob(f"*/{filename}"), *run_dir.glob(filename)]
+    assert written, f"no {filename} in {run_dir}"
+    return max(written, key=lambda p: p.stat().st_mtime_ns)
 
 
 def default_config() -> dict:

@@ -28,7 +28,7 @@ from {{ cookiecutter.package_name }}.evaluation import (
 )
 from {{ cookiecutter.package_name }}.reports import reliability_figure
 
-from .conftest import NO_LOGGER, newest_output, run
+from .conftest import CONFIG, NO_LOGGER, newest_output, run
 
 # Rows are true classes, columns predicted ones; "c" is never predicted right.
 MATRIX = torch.tensor([[3, 1, 0], [0, 2, 2], [1, 0, 0]])
@@ -149,11 +149,13 @@ def test_later_tests_and_predictions_write_their_own_outputs(
     fitted = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
     fit_metrics = (fitted.run_dir / "test_metrics.json").read_text()
     best = f"--ckpt_path={fitted.trainer.checkpoint_callback.best_model_path}"
-    for subcommand in ("test", "test", "predict", "predict"):
-        run(subcommand, tmp_path, *NO_LOGGER, best, "--trainer.limit_test_batches=1")
+    saved = fitted.run_dir / "config.yaml"  # names the fit's folders: later commands keep out
+    for subcommand, config in [("test", CONFIG), ("test", saved), ("predict", CONFIG)] * 2:
+        run(subcommand, tmp_path, *NO_LOGGER, best, "--trainer.limit_test_batches=1", config=config)
     assert (fitted.run_dir / "test_metrics.json").read_text() == fit_metrics
+    assert not (fitted.run_dir / "predictions.csv").exists()
     outputs = sorted(p.name.rsplit("-", 2)[0] for p in (fitted.run_dir / "outputs").iterdir())
-    assert outputs.count("test") >= 2 and outputs.count("predict") >= 2
+    assert outputs.count("test") >= 4 and outputs.count("predict") >= 2
     tested = newest_output(fitted.run_dir, "test_metrics.json").parent
     assert (tested / "plots" / "confusion_matrix.png").is_file()
     printed = capsys.readouterr().out

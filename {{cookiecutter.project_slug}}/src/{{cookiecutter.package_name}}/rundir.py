@@ -191,7 +191,9 @@ def place_callbacks(
         if saves and not spec.init_args.get("dirpath"):
             spec.init_args.dirpath = str(run_dir / "checkpoints")
         writes = cls is not None and issubclass(cls, PredictionWriter | TestReports)
-        if writes and not spec.get("init_args", {}).get("dirpath"):
+        # A run's saved config names the run directory, where the fit wrote: a later
+        # command run from that config writes to its own outputs folder instead.
+        if writes and spec.get("init_args", {}).get("dirpath") in (None, "", str(run_dir)):
             spec.init_args = spec.get("init_args") or Namespace()
             spec.init_args.dirpath = str(outputs)
         if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
