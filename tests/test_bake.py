@@ -36,6 +36,7 @@ SHARED = {
             "export",
             "preprocessing",
             "provenance",
+            "quiet",
             "reports",
             "rundir",
             "schedulers",

@@ -21,6 +21,7 @@ from {{ cookiecutter.package_name }}.callbacks import TestReports
 from {{ cookiecutter.package_name }}.evaluation import (
     PER_CLASS_COLUMNS,
     CalibrationBins,
+    MacroF1,
     Top1Accuracy,
     WeightedMean,
     expected_calibration_error,
@@ -93,6 +94,16 @@ def test_top1_accuracy_equals_torchmetrics_over_uneven_batches() -> None:
         reference.update(logits, target)
     assert ours.compute().item() == pytest.approx(reference.compute().item())
     assert 0 < ours.compute().item() < 1
+
+
+def test_macro_f1_of_perfect_predictions_is_one_and_otherwise_torchmetrics() -> None:
+    """torchmetrics sums ten shares of 0.1 in float32: 1.0000001 for perfect predictions."""
+    target = torch.arange(10).repeat(5)
+    assert MacroF1(10)(target, target).item() == 1.0
+    torch.manual_seed(0)
+    logits, target = torch.randn(64, 10), torch.randint(0, 10, (64,))
+    reference = MulticlassF1Score(10, average="macro")(logits, target).item()
+    assert MacroF1(10)(logits, target).item() == pytest.approx(reference) and reference < 1
 
 
 def test_ece_of_calibrated_predictions_is_zero() -> None:

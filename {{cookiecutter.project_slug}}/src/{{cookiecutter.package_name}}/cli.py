@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from . import checkpoints, reports, strategies
 from .data.findings import DataError
 from .provenance import save_provenance
+from .quiet import silence_library_noise
 from .rundir import (
     RUN_DIR_ENV,
     claim_run_dir,
@@ -219,6 +220,7 @@ class ProjectCLI(LightningCLI):
 def cli_main(args: ArgsType = None) -> ProjectCLI:
     """Parse ``args`` (default: the command line) and run the subcommand; ``args`` is for tests."""
     exported = RUN_DIR_ENV not in os.environ
+    silence_library_noise()
     try:
         return ProjectCLI(
             Classifier,

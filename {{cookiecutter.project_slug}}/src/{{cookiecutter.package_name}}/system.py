@@ -20,12 +20,12 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
-    MulticlassF1Score,
 )
 
 from .evaluation import (
     CalibrationBins,
     GroupConfusion,
+    MacroF1,
     Top1Accuracy,
     WeightedMean,
     expected_calibration_error,
@@ -122,7 +122,7 @@ class Classifier(L.LightningModule):
         # validate_args=False skips checks the loss makes anyway, and per-class metrics, whose
         # torch.bincount reads its input's maximum, are computed in evaluation only.
         accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        f1_macro = MulticlassF1Score(num_classes, average="macro", validate_args=False)
+        f1_macro = MacroF1(num_classes)
         metrics = MetricCollection({"acc": accuracy, "f1_macro": f1_macro})
         self.train_accuracy = Top1Accuracy()  # the same value, in fewer kernels per step
         self.val_metrics = metrics.clone(prefix="val/")

@@ -57,7 +57,12 @@ def place_loggers(loggers: Any, run_dir: Path) -> list[str]:
             args.name = args.get("name") or run_dir.name
             digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
             args.id = args.get("id") or f"{run_dir.name}-{digest}"
-            if not args.get("offline") and (reason := wandb_offline_reason()):
+            mode = os.environ.get("WANDB_MODE")
+            if mode in {"offline", "dryrun"}:  # the user's choice, said as W&B would
+                reason = f"W&B: logging offline (WANDB_MODE={mode})."
+            else:
+                reason = wandb_offline_reason()
+            if not args.get("offline") and reason:
                 args.offline = True
                 notices.append(
                     f"{reason} Upload later: wandb sync {run_dir / 'wandb'}/offline-run-*"

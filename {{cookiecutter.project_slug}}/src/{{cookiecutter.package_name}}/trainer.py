@@ -25,6 +25,7 @@ from . import export as exporter
 from .data.base import CheckedDataModule
 from .data.findings import raise_on_failures
 from .data.loading import available_cpus
+from .quiet import quiet_wandb
 from .strategies import holds_whole_model
 
 
@@ -50,6 +51,7 @@ class Trainer(L.Trainer):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # the CLI reads the options from L.Trainer's
         self._checkpoint_connector = FreshFitConnector(self)
+        quiet_wandb(self.loggers)
 
     def fit(
         self,
