@@ -35,6 +35,7 @@ SHARED = {
             "evaluation",
             "export",
             "preprocessing",
+            "parser",
             "provenance",
             "quiet",
             "reports",

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }}.cli import cli_main
+from {{ cookiecutter.package_name }}.parser import SUBCOMMAND_HELP
 
 from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, logged, newest_output, run
 
@@ -234,3 +235,22 @@ def test_random_seed_is_refused(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         run("fit", tmp_path, "--seed_everything=true")
     assert "seed_everything must be an integer" in capsys.readouterr().err
+
+
+def test_a_mistyped_option_is_answered_first_with_the_closest_one(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["fit", f"--config={CONFIG}", "--model.lrr=0.1"])
+    assert stopped.value.code == 2
+    said = capsys.readouterr().err.splitlines()
+    assert said[0].startswith("error: ") and "did you mean --model.lr?" in said[0], said
+    assert len(said) == 2 and said[1].endswith(" fit --help"), said
+
+
+def test_help_lists_each_subcommand_on_one_line_of_its_own(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    printed = capsys.readouterr().out
+    assert "Lightning Trainer command line tool" not in printed
+    for subcommand, line in SUBCOMMAND_HELP.items():
+        if f"    {subcommand} " in printed:
+            assert re.search(rf"^    {subcommand} +{re.escape(line)}$", printed, re.M), printed

@@ -1,5 +1,7 @@
-"""Command line: Lightning's ``fit``, ``validate``, ``test`` and ``predict``, and the project's
-own subcommands (see ``ProjectCLI.subcommands``)."""
+"""Train, evaluate, export and serve the project's models: Lightning's subcommands and ours.
+
+Lightning's ``fit``, ``validate``, ``test`` and ``predict``, and the project's own subcommands
+(see ``ProjectCLI.subcommands``)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import checkpoints, reports, strategies
 from .data.findings import DataError
+from .parser import SUBCOMMAND_HELP, ProjectParser
 from .provenance import save_provenance
 from .quiet import silence_library_noise
 from .rundir import (
@@ -116,6 +119,14 @@ class ProjectCLI(LightningCLI):
 {%- endif %}
         }
         return {**LightningCLI.subcommands(), **own}
+
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        listed = getattr(self.parser._subcommands_action, "_choices_actions", [])
+        for choice in listed:  # argparse keeps each subcommand's help line here
+            choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
@@ -217,6 +228,12 @@ class ProjectCLI(LightningCLI):
             print(reports.describe_run(self.run_dir))
 
 
+def program() -> str:
+    """The command as the user typed it: the console script, or ``python -m <package>``."""
+    name = Path(sys.argv[0]).name
+    return f"python -m {__package__}" if name in ("__main__.py", "-c", "") else name
+
+
 def cli_main(args: ArgsType = None) -> ProjectCLI:
     """Parse ``args`` (default: the command line) and run the subcommand; ``args`` is for tests."""
     exported = RUN_DIR_ENV not in os.environ
@@ -230,6 +247,8 @@ def cli_main(args: ArgsType = None) -> ProjectCLI:
             save_config_callback=RunConfigSaver,
             auto_configure_optimizers=False,
             seed_everything_default=42,
+            parser_class=ProjectParser,
+            parser_kwargs={"prog": program(), "description": __doc__.splitlines()[0]},
             args=args,
         )
     finally:

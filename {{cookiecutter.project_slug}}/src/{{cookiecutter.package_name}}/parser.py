@@ -1,0 +1,49 @@
+"""The command line's parser: a mistake is answered first, in one line, with the closest
+valid option, instead of after the whole usage."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from typing import NoReturn
+
+from jsonargparse import ArgumentParser
+from lightning.pytorch.cli import LightningArgumentParser
+
+# The subcommand list of ``--help``: Lightning's would be its Trainer docstrings, cut short.
+SUBCOMMAND_HELP = {
+    "fit": "Train, then test the best checkpoint.",
+    "validate": "Evaluate a checkpoint on its validation split.",
+    "test": "Evaluate a checkpoint on its test split.",
+    "predict": "Predict new inputs (default: the test split).",
+    "tune": "Suggest a learning rate (Lightning's LR finder).",
+    "profile": "Check and profile the data, without training.",
+    "benchmark": "Time loading against training: what limits speed.",
+    "export": "Export a checkpoint (ONNX, torch.export), checked.",
+    "serve": "Serve a checkpoint's predictions over HTTP.",
+    "shard": "Write images as LitData shards for streaming.",
+}
+
+
+def closest_options(message: str, parser: ArgumentParser) -> list[str]:
+    """For each unknown ``--option`` in an error message, the valid one nearest to it."""
+    valid = [option for option in parser._option_string_actions if option.startswith("--")]
+    unknown = re.findall(r"(--[\w.]+)", message)
+    return [
+        match[0]
+        for option in unknown
+        if option not in valid and (match := difflib.get_close_matches(option, valid, n=1))
+    ]
+
+
+class ProjectParser(LightningArgumentParser):
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse tries alternatives: not the user's mistake
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        suggestions = closest_options(message, parser)
+        hint = f" (did you mean {', '.join(suggestions)}?)" if suggestions else ""
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"error: {message}{hint}\nAll options: {prog} --help\n")
+        raise SystemExit(2)
