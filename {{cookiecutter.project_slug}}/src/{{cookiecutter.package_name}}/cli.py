@@ -29,6 +29,7 @@ from .parser import SUBCOMMAND_HELP, ProjectParser
 from .provenance import save_provenance
 from .quiet import silence_library_noise
 from .rundir import (
+    OUTPUTS_DIR_ENV,
     RUN_DIR_ENV,
     claim_run_dir,
     config_filename,
@@ -189,8 +190,11 @@ class ProjectCLI(LightningCLI):
         trainer.default_root_dir = str(self.run_dir)
         notices = place_loggers(trainer.logger, self.run_dir)
         has_logger = trainer.logger not in (None, False, [])
+        # Chosen once, by the first process: each would otherwise read its own clock.
+        outputs = outputs_dir(self.run_dir, self.subcommand)
+        outputs = Path(os.environ.setdefault(OUTPUTS_DIR_ENV, str(outputs)))
         trainer.callbacks, more = place_callbacks(
-            trainer.callbacks, self.run_dir, outputs_dir(self.run_dir, self.subcommand),
+            trainer.callbacks, self.run_dir, outputs,
             has_logger, trainer.enable_progress_bar is not False,
         )  # fmt: skip
         for notice in [*notices, *more, f"Run directory: {self.run_dir}"]:
@@ -254,6 +258,7 @@ def cli_main(args: ArgsType = None) -> ProjectCLI:
     finally:
         if exported:
             os.environ.pop(RUN_DIR_ENV, None)
+            os.environ.pop(OUTPUTS_DIR_ENV, None)
 
 
 def main() -> None:

@@ -39,6 +39,8 @@ from .checkpoints import damage
 # DDP starts one process per device, each parsing the same command line; the first one
 # exports the directory it chose so the others write to the same place.
 RUN_DIR_ENV = f"{__package__.upper()}_RUN_DIR"
+# And the folder of this command's reports, which every process must write to alike.
+OUTPUTS_DIR_ENV = f"{__package__.upper()}_OUTPUTS_DIR"
 
 
 def run_dir_of_checkpoint(ckpt_path: str | os.PathLike | None) -> Path | None:
