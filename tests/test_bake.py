@@ -67,6 +67,8 @@ SHARED = {
             "data/sampling",
             "data/split",
             "data/state",
+            "experiments/__init__",
+            "experiments/launch",
             "networks/__init__",
         )
     ),

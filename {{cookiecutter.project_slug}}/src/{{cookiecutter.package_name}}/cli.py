@@ -23,7 +23,7 @@ from lightning.pytorch.cli import (
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from . import checkpoints, reports, strategies
+from . import checkpoints, experiments, reports, strategies
 from .data.findings import DataError
 from .parser import SUBCOMMAND_HELP, ProjectParser
 from .provenance import save_provenance
@@ -263,6 +263,8 @@ def cli_main(args: ArgsType = None) -> ProjectCLI:
 
 def main() -> None:
     """Console script and ``python -m`` entry point."""
+    if len(sys.argv) > 1 and sys.argv[1] in experiments.COMMANDS:
+        raise SystemExit(experiments.run(sys.argv[1], f"{program()} {sys.argv[1]}", sys.argv[2:]))
     try:
         cli_main()
     except SIGTERMException as stopped:  # Lightning exits 0 on SIGTERM: a job looks finished
