@@ -192,6 +192,20 @@ def test_a_run_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
     assert root.read_text() == "not a directory"
 
 
+def test_a_new_run_from_a_saved_config_keeps_out_of_that_run(tmp_path: Path) -> None:
+    """A run's config names its folders; a new run from it (retraining a sweep's best
+    trial, say) writes its own instead of replacing the first run's checkpoints."""
+    first = run("fit", tmp_path, *NO_LOGGER, "--trainer.max_epochs=1")
+    saved = {p: p.stat().st_mtime_ns for p in (first.run_dir / "checkpoints").iterdir()}
+    again = run(
+        "fit", tmp_path, *NO_LOGGER, "--run.name=again", config=first.run_dir / "config.yaml"
+    )
+    assert again.run_dir == tmp_path / "again"
+    assert {p: p.stat().st_mtime_ns for p in (first.run_dir / "checkpoints").iterdir()} == saved
+    assert list((again.run_dir / "checkpoints").glob("best-*.ckpt"))
+    assert (again.run_dir / "test_metrics.json").is_file()
+
+
 @pytest.mark.parametrize("schedule", ["OneCycle", "WarmupCosine"])
 def test_resuming_past_the_end_of_the_schedule_is_refused(tmp_path: Path, schedule: str) -> None:
     """OneCycle would fail at its planned end, WarmupCosine would train on at its least rate."""

@@ -173,6 +173,19 @@ def spec_class(spec: Any) -> type | None:
     return getattr(importlib.import_module(module), name)
 
 
+def chosen_for_a_run(dirpath: str | None) -> bool:
+    """Whether ``dirpath`` is unset or a folder ``place_callbacks`` chose for a run (its
+    directory, its ``checkpoints/`` or an ``outputs/`` folder): a run's saved config names
+    them, and a command run from that config chooses its own instead."""
+    if not dirpath:
+        return True
+    path = Path(dirpath)
+    run = {"checkpoints": path.parent, "outputs": None}.get(path.name, path)
+    if path.parent.name == "outputs":
+        run = path.parent.parent
+    return run is not None and (run / "config.yaml").is_file()
+
+
 def place_callbacks(
     callbacks: list | None,
     run_dir: Path,
@@ -190,12 +203,10 @@ def place_callbacks(
     for spec in callbacks or []:
         cls = spec_class(spec)
         saves = cls is not None and issubclass(cls, ModelCheckpoint | OnExceptionCheckpoint)
-        if saves and not spec.init_args.get("dirpath"):
+        if saves and chosen_for_a_run(spec.init_args.get("dirpath")):
             spec.init_args.dirpath = str(run_dir / "checkpoints")
         writes = cls is not None and issubclass(cls, PredictionWriter | TestReports)
-        # A run's saved config names the run directory, where the fit wrote: a later
-        # command run from that config writes to its own outputs folder instead.
-        if writes and spec.get("init_args", {}).get("dirpath") in (None, "", str(run_dir)):
+        if writes and chosen_for_a_run(spec.get("init_args", {}).get("dirpath")):
             spec.init_args = spec.get("init_args") or Namespace()
             spec.init_args.dirpath = str(outputs)
         if cls is not None and issubclass(cls, LearningRateMonitor) and not has_logger:
