@@ -20,6 +20,7 @@ SHARED = {
     "README.md",
     "pyproject.toml",
     "configs/default.yaml",
+    "configs/sweep.yaml",
     "slurm/train.sbatch",
     *(f"configs/logger/{name}.yaml" for name in ("csv", "tensorboard", "wandb")),
     *(f"configs/trainer/{n}.yaml" for n in ("cpu", "gpu", "ddp", "ddp_cpu", "fsdp", "deepspeed")),
@@ -55,6 +56,7 @@ SHARED = {
             "callbacks/resumable",
             "callbacks/test_reports",
             "callbacks/training_curves",
+            "callbacks/trial_pruning",
             "callbacks/validation_plots",
             "data/__init__",
             "data/base",
@@ -69,6 +71,9 @@ SHARED = {
             "data/state",
             "experiments/__init__",
             "experiments/launch",
+            "experiments/space",
+            "experiments/study_report",
+            "experiments/sweep",
             "networks/__init__",
         )
     ),
@@ -100,6 +105,7 @@ SHARED = {
             "test_resume",
             "test_serve",
             "test_strategies",
+            "test_sweep",
             "test_tracking",
         )
     ),

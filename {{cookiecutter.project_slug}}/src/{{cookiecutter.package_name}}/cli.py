@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import checkpoints, experiments, reports, strategies
+from .callbacks.trial_pruning import PRUNED, pruned
 from .data.findings import DataError
 from .parser import SUBCOMMAND_HELP, ProjectParser
 from .provenance import save_provenance
@@ -217,7 +218,7 @@ class ProjectCLI(LightningCLI):
         rank_zero_info(f"Training with the LR finder's learning rate {suggestion:.4g}")
 
     def after_fit(self) -> None:
-        if self.trainer.fast_dev_run:
+        if self.trainer.fast_dev_run or pruned(self.trainer):  # a pruned trial has no result
             return
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
@@ -266,9 +267,11 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in experiments.COMMANDS:
         raise SystemExit(experiments.run(sys.argv[1], f"{program()} {sys.argv[1]}", sys.argv[2:]))
     try:
-        cli_main()
+        cli = cli_main()
     except SIGTERMException as stopped:  # Lightning exits 0 on SIGTERM: a job looks finished
         raise SystemExit(128 + signal.SIGTERM) from stopped
     except DataError as refused:  # a refusal is its message alone, not a traceback
         print(f"error: {refused}", file=sys.stderr)
         raise SystemExit(2) from None
+    if pruned(cli.trainer):
+        raise SystemExit(PRUNED)

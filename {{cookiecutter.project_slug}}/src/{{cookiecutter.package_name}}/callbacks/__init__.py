@@ -7,6 +7,7 @@ from .progress_bar import ProgressBar
 from .resumable import Resumable
 from .test_reports import TestReports
 from .training_curves import TrainingCurves
+from .trial_pruning import TrialPruning
 from .validation_plots import ValidationPlots
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "Resumable",
     "TestReports",
     "TrainingCurves",
+    "TrialPruning",
     "ValidationPlots",
 ]
