@@ -225,6 +225,10 @@ class ProjectCLI(LightningCLI):
             self.model = strategies.ready_to_restore(self.model, self.trainer.strategy, best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         self.after_test()
+        if getattr(self.datamodule, "fold", None) is not None:
+            # A cross-validation fold: its held-out fold's scores and predictions, from the
+            # best checkpoint, for `cv` to gather (callbacks.ValidationReports writes them).
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
     def after_test(self) -> None:
         # The reports themselves are TestReports' (a callback: trainer.test() writes them too).

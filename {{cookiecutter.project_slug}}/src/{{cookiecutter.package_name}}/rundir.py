@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.utilities import rank_zero_info
 
-from .callbacks import PredictionWriter, TestReports
+from .callbacks import PredictionWriter, TestReports, ValidationReports
 from .checkpoints import damage
 
 # DDP starts one process per device, each parsing the same command line; the first one
@@ -192,7 +192,8 @@ def place_callbacks(
         saves = cls is not None and issubclass(cls, ModelCheckpoint | OnExceptionCheckpoint)
         if saves and not spec.init_args.get("dirpath"):
             spec.init_args.dirpath = str(run_dir / "checkpoints")
-        writes = cls is not None and issubclass(cls, PredictionWriter | TestReports)
+        writers = PredictionWriter | TestReports | ValidationReports
+        writes = cls is not None and issubclass(cls, writers)
         # A run's saved config names the run directory, where the fit wrote: a later
         # command run from that config writes to its own outputs folder instead.
         if writes and spec.get("init_args", {}).get("dirpath") in (None, "", str(run_dir)):

@@ -8,6 +8,7 @@ from .resumable import Resumable
 from .test_reports import TestReports
 from .training_curves import TrainingCurves
 from .validation_plots import ValidationPlots
+from .validation_reports import ValidationReports
 
 __all__ = [
     "EnergyMeter",
@@ -18,4 +19,5 @@ __all__ = [
     "TestReports",
     "TrainingCurves",
     "ValidationPlots",
+    "ValidationReports",
 ]
