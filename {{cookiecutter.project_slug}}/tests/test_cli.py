@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }}.cli import cli_main
-from {{ cookiecutter.package_name }}.parser import SUBCOMMAND_HELP
+from {{ cookiecutter.package_name }}.parser import EXPERIMENT_HELP, SUBCOMMAND_HELP
 
 from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, logged, newest_output, run
 
@@ -254,3 +254,5 @@ def test_help_lists_each_subcommand_on_one_line_of_its_own(capsys) -> None:
     for subcommand, line in SUBCOMMAND_HELP.items():
         if f"    {subcommand} " in printed:
             assert re.search(rf"^    {subcommand} +{re.escape(line)}$", printed, re.M), printed
+    for experiment, line in EXPERIMENT_HELP.items():
+        assert re.search(rf"^  {experiment} +{re.escape(line)}$", printed, re.M), printed

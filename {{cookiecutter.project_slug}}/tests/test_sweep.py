@@ -31,6 +31,7 @@ TINY = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
     "--trainer.logger=false",
+    "--data.init_args.profile=false",
 ]
 
 
@@ -163,6 +164,18 @@ def test_a_distributed_trial_samples_once(tmp_path: Path) -> None:
     assert trial.state == TrialState.COMPLETE
     assert sorted(trial.intermediate_values) == [1, 2]  # rank 0 alone reports, once an epoch
     assert json.loads((tmp_path / "ddp" / "sweep.json").read_text())["forwarded"][-2:] == ddp
+
+
+def test_a_cv_objective_scores_a_trial_by_its_folds_mean(tmp_path: Path) -> None:
+    spec = write_space(tmp_path / "space.yaml")
+    options = ["--objective=cv", "--folds=2", "--trials=1", f"--space={spec}"]
+    sweep_run(sweep_command(tmp_path, "cv", *options, "--trainer.max_epochs=1"))
+    (trial,) = study_of(tmp_path / "cv").trials
+    scores = json.loads((tmp_path / "cv" / "trials" / "0" / "cv_metrics.json").read_text())
+    assert trial.state == TrialState.COMPLETE and len(scores["val/loss"]["folds"]) == 2
+    assert trial.value == pytest.approx(scores["val/loss"]["mean"])
+    best = yaml.safe_load((tmp_path / "cv" / "best.yaml").read_text())
+    assert best["data"]["init_args"]["folds"] is None  # a plain fit of the best values
 
 
 def test_a_sweep_run_again_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from . import checkpoints, experiments, reports, strategies
 from .callbacks.trial_pruning import PRUNED, pruned
 from .data.findings import DataError
-from .parser import SUBCOMMAND_HELP, ProjectParser
+from .parser import EXPERIMENT_HELP, SUBCOMMAND_HELP, EpilogAsWritten, ProjectParser
 from .provenance import save_provenance
 from .quiet import silence_library_noise
 from .rundir import (
@@ -125,6 +125,9 @@ class ProjectCLI(LightningCLI):
     def setup_parser(
         self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict
     ) -> None:
+        listed = "".join(f"\n  {name:<10}{line}" for name, line in EXPERIMENT_HELP.items())
+        epilog = f"experiments (each `<name> --help`):{listed}"
+        main_kwargs = {**main_kwargs, "epilog": epilog, "formatter_class": EpilogAsWritten}
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         listed = getattr(self.parser._subcommands_action, "_choices_actions", [])
         for choice in listed:  # argparse keeps each subcommand's help line here
@@ -226,6 +229,10 @@ class ProjectCLI(LightningCLI):
             self.model = strategies.ready_to_restore(self.model, self.trainer.strategy, best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         self.after_test()
+        if getattr(self.datamodule, "fold", None) is not None:
+            # A cross-validation fold: its held-out fold's scores and predictions, from the
+            # best checkpoint, for `cv` to gather (callbacks.ValidationReports writes them).
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
     def after_test(self) -> None:
         # The reports themselves are TestReports' (a callback: trainer.test() writes them too).

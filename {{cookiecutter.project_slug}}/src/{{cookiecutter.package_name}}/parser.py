@@ -6,9 +6,10 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+from argparse import RawDescriptionHelpFormatter
 from typing import NoReturn
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch.cli import LightningArgumentParser
 
 # The subcommand list of ``--help``: Lightning's would be its Trainer docstrings, cut short.
@@ -24,6 +25,15 @@ SUBCOMMAND_HELP = {
     "serve": "Serve a checkpoint's predictions over HTTP.",
     "shard": "Write images as LitData shards for streaming.",
 }
+# Commands that run fits in child processes (experiments/), listed below the subcommands.
+EXPERIMENT_HELP = {
+    "sweep": "Search hyperparameters (Optuna), one fit per trial.",
+    "cv": "K-fold cross-validation; out-of-fold predictions, suspect labels.",
+}
+
+
+class EpilogAsWritten(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """Keeps the lines of the main ``--help``'s epilog (the experiments' list) as written."""
 
 
 def closest_options(message: str, parser: ArgumentParser) -> list[str]:

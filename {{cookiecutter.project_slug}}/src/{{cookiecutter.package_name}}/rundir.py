@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.utilities import rank_zero_info
 
-from .callbacks import PredictionWriter, TestReports
+from .callbacks import PredictionWriter, TestReports, ValidationReports
 from .checkpoints import damage
 
 # DDP starts one process per device, each parsing the same command line; the first one
@@ -205,7 +205,8 @@ def place_callbacks(
         saves = cls is not None and issubclass(cls, ModelCheckpoint | OnExceptionCheckpoint)
         if saves and chosen_for_a_run(spec.init_args.get("dirpath")):
             spec.init_args.dirpath = str(run_dir / "checkpoints")
-        writes = cls is not None and issubclass(cls, PredictionWriter | TestReports)
+        writers = PredictionWriter | TestReports | ValidationReports
+        writes = cls is not None and issubclass(cls, writers)
         if writes and chosen_for_a_run(spec.get("init_args", {}).get("dirpath")):
             spec.init_args = spec.get("init_args") or Namespace()
             spec.init_args.dirpath = str(outputs)

@@ -9,6 +9,7 @@ from .test_reports import TestReports
 from .training_curves import TrainingCurves
 from .trial_pruning import TrialPruning
 from .validation_plots import ValidationPlots
+from .validation_reports import ValidationReports
 
 __all__ = [
     "EnergyMeter",
@@ -20,4 +21,5 @@ __all__ = [
     "TrainingCurves",
     "TrialPruning",
     "ValidationPlots",
+    "ValidationReports",
 ]

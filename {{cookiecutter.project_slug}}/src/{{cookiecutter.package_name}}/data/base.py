@@ -28,7 +28,7 @@ from .groups import WithGroups
 from .loading import LoaderSettings, Workers, resolve_loader
 from .manifest import save_manifest
 from .sampling import EpochSampler
-from .split import Split
+from .split import SPLITS, Split, check_folds
 from .state import STATE_VERSION, check_split, split_record
 
 
@@ -126,8 +126,13 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
         fitted_from: Path | None,
         max_group_gap: float = 0.05,
         min_group_size: int = 30,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__()
+        check_folds(folds, fold)
+        self.folds = None if folds is None else int(folds)
+        self.fold = None if fold is None else int(fold)
         self.max_group_gap, self.min_group_size = max_group_gap, int(min_group_size)
         # Plain numbers: the bounded types the command line checked would be pickled into
         # checkpoints, which torch.load(weights_only=True) then refuses.
@@ -179,6 +184,8 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
             "seed": self.seed,
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
+            "folds": self.folds,
+            "fold": self.fold,
         }
 
     def split_of(self, data: Prepared) -> dict[str, Any]:
@@ -339,6 +346,24 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
             rank_zero_info(f"No new inputs given: predicting the test split ({tested} samples).")
             return self.test_dataloader()
         return self.evaluation_loader(self.predict_inputs[0])
+
+    def dataset(self, split: Split) -> Dataset:
+        """One split's samples, unaugmented."""
+        return self.prepared.datasets[split]
+
+    def inputs_of(self, ids: Sequence[str]) -> torch.Tensor:
+        """These samples' inputs as the model takes them (unaugmented), from any split."""
+        data, where = self.prepared, {}
+        for split in SPLITS:
+            named = [i for i, s in zip(data.ids, data.splits, strict=True) if s == split]
+            where |= {sample: (split, j) for j, sample in enumerate(named)}
+        return torch.stack([self.dataset(s)[j][0] for s, j in (where[i] for i in ids)])
+
+    @property
+    def val_ids(self) -> list[str]:
+        """The validation samples' ids, in the validation loader's order."""
+        data = self.prepared
+        return [i for i, split in zip(data.ids, data.splits, strict=True) if split == "val"]
 
     @property
     def predict_ids(self) -> list[str]:

@@ -49,7 +49,7 @@ from .image_sources import ImageSource, fitted_channels
 from .loading import BatchSize, Fraction, GroupSize, LoaderSettings, Prefetch, Workers
 from .manifest import fingerprint
 from .resident import ResidentSplit, SampleIndices
-from .split import SPLITS, assign_splits
+from .split import SPLITS, assign_splits, fold_splits
 
 # Torchvision datasets of digits and letters: a mirrored glyph is another glyph or none.
 GLYPH_DATASETS = {"MNIST", "EMNIST", "KMNIST", "QMNIST", "SVHN", "USPS", "Omniglot"}
@@ -95,6 +95,8 @@ class ImageDataModule(CheckedDataModule):
         seed: int = 42,
         val_fraction: Fraction = 0.15,
         test_fraction: Fraction = 0.15,
+        folds: int | None = None,
+        fold: int | None = None,
         batch_size: BatchSize = 64,
         augment: bool = True,
         augment_on_device: bool = False,
@@ -142,6 +144,11 @@ class ImageDataModule(CheckedDataModule):
             val_fraction: Share of the samples held out for validation.
             test_fraction: Share of the samples held out for the final test (unless the data
                 brings its own test split).
+            folds: Cross-validation (``cv`` sets it): the test split stays as without it,
+                the other images (a given ``val`` folder's too) are cut into this many
+                folds, stratified and seeded, of whole ``split_by_mapping`` groups when
+                given; ``val_fraction`` is then unused.
+            fold: The fold validated on (0-based); the other folds train.
             batch_size: Samples per batch (per device under DDP).
             augment: Random jitter of training images (never of val/test/predict).
             augment_on_device: Augment whole batches on the GPU after the transfer instead of
@@ -170,7 +177,7 @@ class ImageDataModule(CheckedDataModule):
         super().__init__(
             seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
             persistent_workers, prefetch_factor, profile, fitted_from, max_group_gap,
-            min_group_size,
+            min_group_size, folds, fold,
         )  # fmt: skip
         self.root, self.torchvision, self.download = root, torchvision, download
         self.predict_root, self.group_mapping = predict_root, group_mapping
@@ -241,6 +248,10 @@ class ImageDataModule(CheckedDataModule):
             codes[opened], given, self.val_fraction, self.test_fraction, self.seed, class_names,
             kept_together,
         )  # fmt: skip
+        if self.folds is not None:
+            split_names = fold_splits(
+                split_names, codes[opened], self.fold, self.folds, self.seed, kept_together
+            )
         split_of = dict(zip(opened.tolist(), split_names, strict=True))
         train_headers = [headers[i] for i in opened if split_of[i] == "train"]
         channels = self.channels or fitted_channels(mode for mode, _ in train_headers)

@@ -1,5 +1,5 @@
 """Train/val/test splits: seeded and stratified (of whole groups, when groups must not be
-split), as given by the data, or ordered in time."""
+split), as given by the data, or ordered in time; and the folds of cross-validation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from itertools import pairwise
 from typing import Literal
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from .findings import DataError
 
@@ -170,3 +170,77 @@ def time_split(
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     train, val, test = np.split(order, [n - n_test - n_val, n - n_test])
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def check_folds(folds: int | None, fold: int | None) -> None:
+    """Both or neither, at least 2 folds, ``fold`` one of them (0-based)."""
+    if folds is None and fold is None:
+        return
+    if folds is None or fold is None or folds < 2 or not 0 <= fold < folds:
+        raise ValueError(
+            f"data folds ({folds}) and fold ({fold}) go together: at least 2 folds, and "
+            "fold from 0 to folds - 1 (the fold validated on; `cv` sets both)"
+        )
+
+
+def pool_folds(
+    labels: np.ndarray,
+    folds: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+    times: np.ndarray | None = None,
+) -> np.ndarray:
+    """The validation fold of each sample of the training pool, 0 to ``folds`` - 1.
+
+    Stratified and seeded (StratifiedKFold); of whole groups with ``groups``
+    (StratifiedGroupKFold); with ``times``, forward chaining: the pool in time order is cut
+    into ``folds`` + 1 equal blocks, block k + 1 is fold k, and the first block, -1 here, is
+    trained on in every fold and validated in none.
+    """
+    if times is not None:
+        order = np.argsort(times, kind="stable")
+        held = np.empty(len(times), dtype=int)
+        for block, part in enumerate(np.array_split(order, folds + 1)):
+            held[part] = block - 1
+        return held
+    zeros = np.zeros(len(labels))
+    if groups is not None and len(np.unique(groups)) < folds:
+        raise DataError(
+            f"Can't deal {len(np.unique(groups))} group(s) into {folds} folds of whole groups: "
+            "use fewer folds, or don't split by groups"
+        )
+    splitter = (
+        StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+        if groups is not None
+        else StratifiedKFold(folds, shuffle=True, random_state=seed)
+    )
+    held = np.empty(len(labels), dtype=int)
+    with warnings.catch_warnings():  # a class rarer than the folds is stratified as it can be
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        try:
+            for k, (_, part) in enumerate(splitter.split(zeros, labels, groups)):
+                held[part] = k
+        except ValueError as error:  # e.g. fewer samples than folds
+            raise DataError(f"Can't cut {len(labels)} samples in {folds} folds: {error}") from None
+    return held
+
+
+def fold_splits(
+    splits: np.ndarray,
+    labels: np.ndarray,
+    fold: int,
+    folds: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+    times: np.ndarray | None = None,
+) -> np.ndarray:
+    """The splits of fold ``fold``: the test split as ``splits`` has it, fold ``fold`` of
+    the rest (see :func:`pool_folds`) validation, the other folds training. With ``times``
+    only the blocks before the validated one train; later ones are "" (not used)."""
+    pool = np.flatnonzero(splits != "test")
+    part = [None if a is None else a[pool] for a in (groups, times)]
+    held = pool_folds(labels[pool], folds, seed, *part)
+    chosen = np.array(splits, dtype=object)
+    later = held > fold if times is not None else np.zeros(len(pool), dtype=bool)
+    chosen[pool] = np.where(held == fold, "val", np.where(later, "", "train"))
+    return chosen

@@ -275,7 +275,7 @@ def time_order(times: Sequence, splits: Sequence[str], ids: Sequence[str]) -> li
         f"{s} {times[splits == s].min()} .. {times[splits == s].max()}" for s in parts
     )
     findings = [Finding("time_order", "info", "dataset", f"time ranges: {ranges}")]
-    held_out = times[splits != "train"]
+    held_out = times[np.isin(splits, ("val", "test"))]
     if len(held_out) and (splits == "train").any():
         late = (splits == "train") & (times > held_out.min())
         if late.any():

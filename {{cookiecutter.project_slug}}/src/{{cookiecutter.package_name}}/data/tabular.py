@@ -25,7 +25,14 @@ from .drift import fit_profile
 from .findings import DataError, Finding
 from .loading import BatchSize, Fraction, GroupSize, Prefetch, Workers
 from .manifest import fingerprint
-from .split import SPLITS, Split, group_split, stratified_split, time_split
+from .split import (
+    SPLITS,
+    Split,
+    fold_splits,
+    group_split,
+    stratified_split,
+    time_split,
+)
 from .table_checks import (
     TableRules,
     column_kind,
@@ -92,6 +99,8 @@ class TabularDataModule(CheckedDataModule):
         seed: int = 42,
         val_fraction: Fraction = 0.15,
         test_fraction: Fraction = 0.15,
+        folds: int | None = None,
+        fold: int | None = None,
         batch_size: BatchSize = 32,
         num_workers: Workers = "auto",
         pin_memory: bool | None = None,
@@ -130,6 +139,12 @@ class TabularDataModule(CheckedDataModule):
             seed: Fixes the split; LightningCLI links it to ``seed_everything``.
             val_fraction: Share of all rows held out for validation.
             test_fraction: Share of all rows held out for the final test.
+            folds: Cross-validation (``cv`` sets it): the test split stays as without it,
+                the other rows are cut into this many folds (stratified and seeded; of whole
+                ``split_by`` groups; by ``time_column``: the rows in time order cut into
+                folds + 1 blocks, fold k validating on block k + 1 and training on the
+                blocks before it); ``val_fraction`` is then unused.
+            fold: The fold validated on (0-based); the other folds train.
             batch_size: Rows per batch (per device under DDP).
             num_workers: Loader worker processes; "auto": none when training on the CPU, the
                 spare CPUs per GPU otherwise (see ``loader.json`` in the run directory).
@@ -143,7 +158,7 @@ class TabularDataModule(CheckedDataModule):
         super().__init__(
             seed, val_fraction, test_fraction, batch_size, num_workers, pin_memory,
             persistent_workers, prefetch_factor, profile, fitted_from, max_group_gap,
-            min_group_size,
+            min_group_size, folds, fold,
         )  # fmt: skip
         self.path, self.target, self.time_column = path, target, time_column
         self.encoding, self.delimiter = encoding, delimiter
@@ -181,6 +196,7 @@ class TabularDataModule(CheckedDataModule):
         z = robust_z(typed[numeric], train)
         extremes = outliers(typed[numeric], z, self.outlier_threshold, rules.outliers)
         use = ~(z > self.outlier_threshold).any(axis=1).to_numpy() | (rules.outliers != "drop")
+        use &= splits != ""  # a time fold's later blocks
         hashes = row_hashes(frame[features])
         copies = cross_split_duplicates(ids, hashes, splits, rules.duplicate_across_splits)
         findings += extremes + copies + within_split_duplicates(ids, hashes)
@@ -314,7 +330,8 @@ class TabularDataModule(CheckedDataModule):
         groups: np.ndarray | None = None,
     ) -> np.ndarray:
         """Each row's split: by ``time_column`` (its order checked), else seeded, stratified
-        (whole ``groups`` when given)."""
+        (whole ``groups`` when given); with ``folds``, then the fold's (see ``fold_splits``)."""
+        times = None
         if self.time_column:
             times = parse_times(frame[self.time_column]).to_numpy()
             parts = time_split(times, self.val_fraction, self.test_fraction)
@@ -327,6 +344,8 @@ class TabularDataModule(CheckedDataModule):
         splits = np.empty(len(frame), dtype=object)
         for name, part in zip(SPLITS, parts, strict=True):
             splits[part] = name
+        if self.folds is not None:
+            splits = fold_splits(splits, codes, self.fold, self.folds, self.seed, groups, times)
         if self.time_column:
             findings += time_order(times, splits, ids)
         return splits

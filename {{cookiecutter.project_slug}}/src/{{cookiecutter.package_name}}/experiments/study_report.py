@@ -53,8 +53,10 @@ def write_trials_csv(trials: list[FrozenTrial], path: Path) -> None:
 
 def write_best_config(best: FrozenTrial, sweep_dir: Path, metric: str, root: Path) -> Path:
     """The best trial's own config, as a new run's: ``fit --config best.yaml`` retrains it
-    with the same seed, without the sweep's pruning."""
-    config = yaml.safe_load((sweep_dir / "trials" / str(best.number) / "config.yaml").read_text())
+    with the same seed, without the sweep's pruning (or a cv trial's folds)."""
+    config = yaml.safe_load(trial_config(sweep_dir / "trials" / str(best.number)).read_text())
+    if "folds" in config["data"].get("init_args", {}):
+        config["data"]["init_args"] |= {"folds": None, "fold": None}
     callbacks = config["trainer"].get("callbacks") or []
     config["trainer"]["callbacks"] = [
         c for c in callbacks if not str(c.get("class_path", "")).endswith(".TrialPruning")
@@ -65,6 +67,12 @@ def write_best_config(best: FrozenTrial, sweep_dir: Path, metric: str, root: Pat
     header = f"# Trial {best.number} of sweep {sweep_dir.name}: {metric} {best.value:.6g}\n"
     path.write_text(header + yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def trial_config(trial_dir: Path) -> Path:
+    """A trial's fit config: its own, or (``--objective cv``) its first fold's."""
+    own = trial_dir / "config.yaml"
+    return own if own.is_file() else trial_dir / "folds" / "0" / "config.yaml"
 
 
 def plot_history(study: optuna.Study, metric: str, path: Path) -> None:

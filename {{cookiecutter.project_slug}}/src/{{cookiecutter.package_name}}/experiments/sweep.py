@@ -6,6 +6,9 @@ profiles (a DDP trial samples once, here) and SIGTERM resume hold inside it. The
 in ``runs/NAME/journal.log`` (or a database): several workers, processes or SLURM array
 tasks can share it. Run the same command again after a stop: interrupted trials resume from
 their checkpoints with their numbers and values, finished ones are kept.
+
+With ``--objective cv`` a trial is a ``cv`` (``runs/NAME/trials/<n>/folds/<k>/``) scored by
+its folds' mean: slower, and not pruned, but one lucky split can't pick the winner.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from .space import SpaceError, centred_on_lr_finder, overrides, read_space
 
 # What must not change when the same sweep is run again: its trials would not compare.
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-SETTINGS = ("configs", "forwarded", "space", "metric", "direction", "pruner")
+SETTINGS = ("configs", "forwarded", "space", "metric", "direction", "pruner", "objective", "folds")
 
 
 def sweep_parser(prog: str) -> argparse.ArgumentParser:
@@ -51,6 +54,13 @@ def sweep_parser(prog: str) -> argparse.ArgumentParser:
     add("--metric", default="val/loss", help="The validation metric to optimise.")
     add("--direction", choices=["minimize", "maximize"], default="minimize")
     add("--pruner", choices=get_args(Pruner), default="halving", help="Stops hopeless trials.")
+    add(
+        "--objective",
+        choices=["split", "cv"],
+        default="split",
+        help="split: the metric on the validation split; cv: its mean over --folds folds.",
+    )
+    add("--folds", type=int, default=5, help="Folds of each trial's cv (--objective cv).")
     add("--storage", help="A database URL (several machines); default runs/NAME/journal.log.")
     add("--seed", type=int, default=42, help="The sampler's seed.")
     add("--lr_finder", type=Path, help="A tune run's lr_finder.json: search model.lr near it.")
@@ -63,6 +73,8 @@ class Sweep:
     def __init__(self, args: argparse.Namespace, forwarded: list[str]) -> None:
         self.dir = experiment_dir(args.root, args.name, "sweep").resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
+        if args.objective == "cv":
+            args.pruner = "none"  # a cv reports once, at its end: nothing to prune on
         self.args, self.forwarded = args, forwarded
         space = read_space(args.space)
         self.space = centred_on_lr_finder(space, args.lr_finder) if args.lr_finder else space
@@ -83,7 +95,7 @@ class Sweep:
         space = {key: repr(value) for key, value in self.space.items()}
         args = vars(self.args)
         return {"configs": args["config"], "forwarded": self.forwarded, "space": space} | {
-            key: args[key] for key in ("metric", "direction", "pruner")
+            key: args[key] for key in ("metric", "direction", "pruner", "objective", "folds")
         }
 
     def check_settings(self) -> None:
@@ -118,10 +130,12 @@ class Sweep:
 
     def command(self, number: int) -> list[str]:
         run_dir = self.dir / "trials" / str(number)
+        values = self.study.trials[number].user_attrs["overrides"]
+        if self.args.objective == "cv":  # the same command resumes a cv
+            return cv_command(self.args, [*self.forwarded, *values], run_dir)
         if (run_dir / "config.yaml").exists():
             return resume_command(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)  # claimed, never started: nothing to keep
-        values = self.study.trials[number].user_attrs["overrides"]
         return fit_command(
             self.args.config, [*self.forwarded, *values, self.pruning(number)], run_dir
         )
@@ -149,6 +163,9 @@ class Sweep:
         """Tell the study how the trial's fit ended, from its exit code."""
         trial = self.study.trials[number]
         reported = list(trial.intermediate_values.values())
+        if self.args.objective == "cv" and code == 0:
+            scores = json.loads((self.dir / "trials" / str(number) / "cv_metrics.json").read_text())
+            reported = [scores[self.args.metric]["mean"]]
         if code == STOPPED and self.children.stopping:
             return  # still RUNNING: the next run of this sweep resumes it
         if code == 0 and reported:
@@ -163,6 +180,17 @@ class Sweep:
                   file=sys.stderr, flush=True)  # fmt: skip
             return
         print(study_report.describe(self.study.trials[number], self.args.metric), flush=True)
+
+
+def cv_command(args: argparse.Namespace, forwarded: list[str], run_dir: Path) -> list[str]:
+    """A ``cv`` of one trial in ``run_dir``, its folds one after another."""
+    command = [sys.executable, "-m", PACKAGE, "cv", *(f"--config={c}" for c in args.config)]
+    experiment = [
+        f"--folds={args.folds}",
+        f"--run.root={run_dir.parent}",
+        f"--run.name={run_dir.name}",
+    ]
+    return [*command, *experiment, *forwarded]
 
 
 def hold(path: Path) -> IO | None:
