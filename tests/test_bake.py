@@ -21,6 +21,7 @@ SHARED = {
     "pyproject.toml",
     "configs/default.yaml",
     "configs/sweep.yaml",
+    "slurm/sweep.sbatch",
     "slurm/train.sbatch",
     *(f"configs/logger/{name}.yaml" for name in ("csv", "tensorboard", "wandb")),
     *(f"configs/trainer/{n}.yaml" for n in ("cpu", "gpu", "ddp", "ddp_cpu", "fsdp", "deepspeed")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -176,6 +177,43 @@ def test_a_cv_objective_scores_a_trial_by_its_folds_mean(tmp_path: Path) -> None
     assert trial.value == pytest.approx(scores["val/loss"]["mean"])
     best = yaml.safe_load((tmp_path / "cv" / "best.yaml").read_text())
     assert best["data"]["init_args"]["folds"] is None  # a plain fit of the best values
+
+
+def test_two_processes_share_one_study_and_run_each_trial_once(tmp_path: Path) -> None:
+    """What SLURM array tasks do: each a sweep of the same name, joining the journal."""
+    spec = write_space(tmp_path / "space.yaml")
+    options = ["--trials=3", f"--space={spec}", "--pruner=none", "--trainer.max_epochs=1"]
+    seeds = ("--seed=1", "--seed=2")
+    started = [
+        subprocess.Popen(sweep_command(tmp_path, "shared", *options, seed), cwd=PROJECT)
+        for seed in seeds
+    ]
+    assert [process.wait(timeout=600) for process in started] == [0, 0]
+    trials = study_of(tmp_path / "shared").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # three in all, not six
+    runs = sorted(p.name for p in (tmp_path / "shared" / "trials").iterdir())
+    assert runs == ["0", "1", "2"]
+
+
+def test_the_slurm_sweep_script_starts_a_worker_per_array_task(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srun = tmp_path / "srun"  # records the command it would start
+    srun.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > {tmp_path / 'command'}\n")
+    srun.chmod(0o755)
+    job = {"SLURM_ARRAY_JOB_ID": "88", "SLURM_ARRAY_TASK_ID": "3"}
+    env = os.environ | job | {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    script = PROJECT / "slurm" / "sweep.sbatch"
+    subprocess.run(["bash", script, "--trials=64"], cwd=PROJECT, env=env, check=True)
+    command = (tmp_path / "command").read_text().split("\0")[:-1]
+    assert command[:4] == ["python", "-m", PACKAGE, "sweep"]
+    args, forwarded = sweep.sweep_parser("sweep").parse_known_args(command[4:])
+    assert (args.name, args.seed, args.trials, args.workers) == ("sweep-88", 45, 64, 1)
+    monkeypatch.chdir(PROJECT)  # what each trial's fit is given must parse
+    with pytest.raises(SystemExit) as printed:
+        cli_main(["fit", *(f"--config={c}" for c in args.config), *forwarded, "--print_config"])
+    assert printed.value.code == 0
+    assert "accelerator: gpu" in capsys.readouterr().out
 
 
 def test_a_sweep_run_again_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, get_args
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -86,7 +87,7 @@ class Sweep:
             load_if_exists=True,
         )
         # Reseeded by the trials so far, so a resumed sweep doesn't repeat earlier draws.
-        seed = args.seed + len(self.study.trials)
+        seed = int(np.random.SeedSequence([args.seed, len(self.study.trials)]).generate_state(1)[0])
         self.study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         self.children = Children()
         self.lock = threading.Lock()
