@@ -216,6 +216,17 @@ def test_the_slurm_sweep_script_starts_a_worker_per_array_task(
     assert "accelerator: gpu" in capsys.readouterr().out
 
 
+def test_a_missing_extra_is_named_before_anything_runs(monkeypatch, capsys) -> None:
+    from importlib import util
+
+    from {{ cookiecutter.package_name }} import experiments
+
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name: None if name == "cleanlab" else real(name))
+    assert experiments.run("cv", "prog cv", ["--folds=2"]) == 2
+    assert "pip install -e '.[experiments]'" in capsys.readouterr().err
+
+
 def test_a_sweep_run_again_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
     spec = write_space(tmp_path / "space.yaml")
     (tmp_path / "mine").mkdir()
