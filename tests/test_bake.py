@@ -72,6 +72,7 @@ SHARED = {
             "data/split",
             "data/state",
             "experiments/__init__",
+            "experiments/confirmation",
             "experiments/cross_validation",
             "experiments/launch",
             "experiments/out_of_fold",

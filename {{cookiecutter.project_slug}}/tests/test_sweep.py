@@ -227,6 +227,26 @@ def test_a_missing_extra_is_named_before_anything_runs(monkeypatch, capsys) -> N
     assert "pip install -e '.[experiments]'" in capsys.readouterr().err
 
 
+def test_confirming_seeds_train_the_top_trial_again_and_rank_by_the_mean(tmp_path: Path) -> None:
+    spec = write_space(tmp_path / "space.yaml")
+    options = ["--trials=2", f"--space={spec}", "--pruner=none", "--trainer.max_epochs=1"]
+    confirm = ["--confirm_seeds=1", "--confirm_top=1"]
+    sweep_run(sweep_command(tmp_path, "confirmed", *options, *confirm))
+    trials = study_of(tmp_path / "confirmed").trials
+    (confirming,) = [t for t in trials if "confirms" in t.user_attrs]
+    assert len(trials) == 3 and confirming.state == TrialState.COMPLETE
+    original = trials[confirming.user_attrs["confirms"]]
+    assert confirming.params == original.params
+
+    def seed(trial: optuna.trial.FrozenTrial) -> int:
+        config = tmp_path / "confirmed" / "trials" / str(trial.number) / "config.yaml"
+        return yaml.safe_load(config.read_text())["seed_everything"]
+
+    assert seed(confirming) == seed(original) + 1
+    (row,) = csv.DictReader((tmp_path / "confirmed" / "confirmations.csv").open())
+    assert float(row["mean"]) == pytest.approx((original.value + confirming.value) / 2)
+
+
 def test_a_sweep_run_again_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
     spec = write_space(tmp_path / "space.yaml")
     (tmp_path / "mine").mkdir()

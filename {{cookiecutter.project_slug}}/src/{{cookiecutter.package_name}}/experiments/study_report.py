@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt
 import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
+
+from . import confirmation
 
 
 def describe(trial: FrozenTrial, metric: str) -> str:
@@ -31,10 +34,12 @@ def write(study: optuna.Study, sweep_dir: Path, metric: str, root: Path, project
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) > 1:
         plot_importances(study, sweep_dir / "plots" / "param_importances.png")
-    if complete:
-        best = write_best_config(study.best_trial, sweep_dir, metric, root)
-        print(f"Best: {describe(study.best_trial, metric)}")
-        print(f"Train it: {project} fit --config {best}")
+    if confirmed := confirmation.seed_values(study):
+        write_confirmations(confirmed, sweep_dir / "confirmations.csv")
+    if best := confirmation.best(study):
+        path = write_best_config(best, sweep_dir, metric, root)
+        print(f"Best: {describe(best, metric)}")
+        print(f"Train it: {project} fit --config {path}")
     counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
     print(f"Trials: {', '.join(f'{n} {s.lower()}' for s, n in counts.items() if n)}")
     print(f"Sweep report: {sweep_dir / 'trials.csv'}, plots in {sweep_dir / 'plots'}")
@@ -49,6 +54,17 @@ def write_trials_csv(trials: list[FrozenTrial], path: Path) -> None:
             seconds = f"{t.duration.total_seconds():.1f}" if t.duration else ""
             row = [t.number, t.state.name, "" if t.value is None else t.value, seconds]
             writer.writerow(row + [t.params.get(key, "") for key in keys])
+
+
+def write_confirmations(confirmed: dict[int, list[float]], path: Path) -> None:
+    """``--confirm_seeds``: each confirmed trial's value per seed, their mean and spread."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["trial", "mean", "std", "values"])
+        for number, values in confirmed.items():
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            row = [number, statistics.fmean(values), spread, " ".join(f"{v:.6g}" for v in values)]
+            writer.writerow(row)
 
 
 def write_best_config(best: FrozenTrial, sweep_dir: Path, metric: str, root: Path) -> Path:

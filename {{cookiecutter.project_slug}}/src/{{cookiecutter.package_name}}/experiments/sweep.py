@@ -25,10 +25,11 @@ from typing import IO, get_args
 
 import numpy as np
 import optuna
+import yaml
 from optuna.trial import TrialState
 
 from ..callbacks.trial_pruning import PRUNED, Pruner, open_storage
-from . import study_report
+from . import confirmation, study_report
 from .launch import (
     PACKAGE,
     STOPPED,
@@ -65,6 +66,13 @@ def sweep_parser(prog: str) -> argparse.ArgumentParser:
     add("--storage", help="A database URL (several machines); default runs/NAME/journal.log.")
     add("--seed", type=int, default=42, help="The sampler's seed.")
     add("--lr_finder", type=Path, help="A tune run's lr_finder.json: search model.lr near it.")
+    add(
+        "--confirm_seeds",
+        type=int,
+        default=0,
+        help="Train the top trials again with this many other seeds; best by the mean.",
+    )
+    add("--confirm_top", type=int, default=3, help="How many top trials --confirm_seeds trains.")
     return parser
 
 
@@ -90,6 +98,7 @@ class Sweep:
         seed = int(np.random.SeedSequence([args.seed, len(self.study.trials)]).generate_state(1)[0])
         self.study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         self.children = Children()
+        self.limit = args.trials  # trials to start; confirmations raise it
         self.lock = threading.Lock()
 
     def settings(self) -> dict:
@@ -123,10 +132,13 @@ class Sweep:
                     print(f"Trial {trial.number}: resuming", flush=True)
                     return trial.number, held
             # Trials enqueued by hand (study.enqueue_trial) wait their turn in the count.
-            if len(self.study.get_trials(deepcopy=False, states=STARTED)) >= self.args.trials:
+            if len(self.study.get_trials(deepcopy=False, states=STARTED)) >= self.limit:
                 return None
             trial = self.study.ask(self.space)
-            trial.set_user_attr("overrides", overrides(trial.params))
+            values = overrides(trial.params)
+            if (seed := trial.user_attrs.get("seed")) is not None:  # a confirmation's
+                values.append(f"--seed_everything={seed}")
+            trial.set_user_attr("overrides", values)
             return trial.number, hold(self.dir / "locks" / str(trial.number))
 
     def command(self, number: int) -> list[str]:
@@ -144,9 +156,16 @@ class Sweep:
     def pruning(self, number: int) -> str:
         """The option that adds this trial's TrialPruning callback to its fit."""
         init = {"storage": self.storage, "study_name": self.dir.name, "trial": number}
-        init |= {"monitor": self.args.metric, "pruner": self.args.pruner}
+        confirming = "confirms" in self.study.trials[number].user_attrs
+        pruner = "none" if confirming else self.args.pruner
+        init |= {"monitor": self.args.metric, "pruner": pruner}
         callback = {"class_path": f"{PACKAGE}.callbacks.TrialPruning", "init_args": init}
         return f"--trainer.callbacks+={json.dumps(callback)}"
+
+    def seed_of(self, number: int) -> int:
+        """The seed trial ``number`` ran with (its config's ``seed_everything``)."""
+        config = study_report.trial_config(self.dir / "trials" / str(number))
+        return int(yaml.safe_load(config.read_text())["seed_everything"])
 
     def work(self, worker: int) -> None:
         # W&B shows the trials as one group, named for the sweep (its own variable).
@@ -228,6 +247,12 @@ def main(prog: str, argv: list[str]) -> int:
     print(f"Sweep {sweep.dir}: {args.trials} trials, {args.workers} at a time", flush=True)
     with sweep.children:
         in_parallel(sweep.work, args.workers)
+        if args.confirm_seeds and not sweep.children.stopping:
+            sweep.limit = args.trials + confirmation.queue(
+                sweep.study, args.confirm_top, args.confirm_seeds, sweep.seed_of
+            )
+            print(f"Confirming the top {args.confirm_top} with {args.confirm_seeds} more seeds")
+            in_parallel(sweep.work, args.workers)
     project = prog.rsplit(" ", 1)[0]
     study_report.write(sweep.study, sweep.dir, args.metric, args.root, project)
     if sweep.children.stopping:
