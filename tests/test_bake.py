@@ -20,7 +20,7 @@ SHARED = {
     "README.md",
     "pyproject.toml",
     "configs/default.yaml",
-    "configs/sweep.yaml",
+    "configs/sweep/space.yaml",
     "slurm/sweep.sbatch",
     "slurm/train.sbatch",
     *(f"configs/logger/{name}.yaml" for name in ("csv", "tensorboard", "wandb")),

@@ -82,7 +82,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_shipped_space_samples_options_fit_accepts(tmp_path: Path, capsys) -> None:
-    shipped = space.read_space(PROJECT / "configs" / "sweep.yaml")
+    shipped = space.read_space(PROJECT / "configs" / "sweep" / "space.yaml")
     assert "model.lr" in shipped and shipped["model.lr"].log
     middle = {
         key: d.choices[-1] if isinstance(d, CategoricalDistribution) else (d.low + d.high) / 2

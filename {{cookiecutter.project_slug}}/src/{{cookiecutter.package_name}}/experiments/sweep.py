@@ -51,7 +51,7 @@ SETTINGS = ("configs", "forwarded", "space", "metric", "direction", "pruner", "o
 def sweep_parser(prog: str) -> argparse.ArgumentParser:
     parser = experiment_parser(prog, __doc__.splitlines()[0])
     add = parser.add_argument
-    add("--space", type=Path, default=Path("configs/sweep.yaml"), help="The search space.")
+    add("--space", type=Path, default=Path("configs/sweep/space.yaml"), help="The search space.")
     add("--trials", type=int, default=20, help="Trials in the study, counting earlier runs.")
     add("--metric", default="val/loss", help="The validation metric to optimise.")
     add("--direction", choices=["minimize", "maximize"], default="minimize")
