@@ -7,6 +7,7 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -86,3 +87,10 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> ProjectCLI:
     """One short real fit (CSV logger) shared by the tests that only inspect its results."""
     root = tmp_path_factory.mktemp("runs")
     return run("fit", root, "--run.name=shared", f"--trainer.logger={LOGGERS / 'csv.yaml'}")
+
+
+def trainer_at(training: bool = True, epoch: int = 0, batch: int = 0, rank: int = 0):
+    """What the data module reads of its trainer: the phase, epoch, batch and rank."""
+    progress = SimpleNamespace(current=SimpleNamespace(ready=batch))
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+    return SimpleNamespace(training=training, current_epoch=epoch, fit_loop=loop, global_rank=rank)

@@ -62,3 +62,17 @@ class Probe(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         weights = weights_hash(pl_module)
         self.write(trainer, event="train_end", step=trainer.global_step, weights=weights)
+
+
+class PlantNaN(Callback):
+    """A test hook, not a shipped switch: one rank's gradient of one layer turns NaN at one
+    step, after DDP has averaged the gradients (so the other ranks' stay finite)."""
+
+    def __init__(self, rank: int = 1, step: int = 3) -> None:
+        self.rank, self.step = rank, step
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            name, parameter = next(pl_module.named_parameters())
+            parameter.grad.fill_(float("nan"))
+            print(f"planted NaN in {name!r} on rank {self.rank} at step {self.step}", flush=True)

@@ -179,8 +179,8 @@ class UniformTranslate(BatchAugment):
     """The plausible mistake: whole-pixel shifts uniform on [-r, r], r = round(translate * size),
     where torchvision rounds a uniform draw on [-translate * size, translate * size]."""
 
-    def draw(self, n: int, height: int, width: int, device: torch.device) -> Draws:
-        draws = super().draw(n, height, width, device)
+    def draw(self, n: int, height: int, width: int, device: torch.device, generator=None) -> Draws:
+        draws = super().draw(n, height, width, device, generator)
         reach = [round(self.augmentation.translate * side) for side in (width, height)]
         shifts = [torch.randint(-r, r + 1, (n,), device=device) for r in reach]
         return draws._replace(translate=torch.stack(shifts, 1).float())

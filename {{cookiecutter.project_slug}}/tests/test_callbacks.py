@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies import DeepSpeedStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from {{ cookiecutter.package_name }}.callbacks import GradientMonitor, TrainingCurves, ValidationPlots
@@ -178,7 +180,18 @@ def test_exploding_and_vanishing_layers_are_named_once() -> None:
     )
     assert len(alerts) == 2, alerts
     assert alerts[0].startswith("GradientMonitor: vanishing gradient in 'stem.weight' at step 3")
-    assert "exploding gradient in 'body.weight' at step 5: norm 1e+03 is 1e+03x" in alerts[1]
+    assert "exploding gradient in 'body.weight' at step 5: norm 1e+03 is 794x its" in alerts[1]
+
+
+def test_a_late_blow_up_is_judged_against_the_late_norms() -> None:
+    """Norms fall 1000x as the run converges; a 500x blow-up at step 300 returns to half the
+    first step's norm, which the first step alone would call normal."""
+    falling = [1.0 / (1 + step) ** 1.2 for step in range(300)]
+    blown = falling + [0.5] * 5
+    alerts = trends_over({"head.weight": blown, "body.weight": [1.0] * len(blown)})
+    assert len(alerts) == 1, alerts
+    assert alerts[0].startswith("GradientMonitor: exploding gradient in 'head.weight' at step 302")
+    assert trends_over({"head.weight": falling + falling[-1:] * 5}) == []
 
 
 class SigmoidStack(L.LightningModule):
@@ -267,3 +280,16 @@ def test_validation_grid_shows_the_first_validation_samples(fitted) -> None:
     with torch.no_grad():
         assert torch.equal(predicted, fitted.model(images).argmax(dim=1))
     assert (fitted.run_dir / "plots" / "val_predictions.png").stat().st_size > 0
+
+
+def test_under_deepspeed_the_monitor_says_it_is_off() -> None:
+    """ZeRO holds the gradients in its own buffers: no silent watching of nothing."""
+    strategy = DeepSpeedStrategy.__new__(DeepSpeedStrategy)  # deepspeed itself needs CUDA
+    trainer = SimpleNamespace(strategy=strategy)
+    network = torch.nn.Linear(2, 1)
+    network(torch.ones(1, 2)).sum().backward()
+    monitor = GradientMonitor(every_n_steps=1)
+    with pytest.warns(UserWarning, match="GradientMonitor is off under DeepSpeed"):
+        monitor.on_train_start(trainer, network)
+    monitor.on_before_optimizer_step(trainer, network, None)
+    assert monitor._history is None  # nothing recorded, nothing to stop on

@@ -8,14 +8,20 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import os
+import re
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing
 
+from {{ cookiecutter.package_name }}.callbacks import GradientMonitor
 from {{ cookiecutter.package_name }}.cli import cli_main
 
 from .conftest import (
@@ -41,11 +47,11 @@ def data_options() -> dict:
     return options
 
 
-def ddp(*args: str, subcommand: str = "fit") -> str:
+def ddp(*args: str, subcommand: str = "fit", code: int = 0) -> str:
     command = [sys.executable, "-m", PACKAGE, subcommand, *args]
     command.append("--trainer.enable_progress_bar=false")
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == code, result.stderr[-3000:]
     return result.stdout + result.stderr
 
 
@@ -156,3 +162,52 @@ def check_one_prediction_file(run: Path) -> None:
     rows = list(csv.DictReader(written.read_text().splitlines()))
     assert [row["id"] for row in rows] == expected and len(expected) > 2
     assert not list(written.parent.glob("predictions.rank*"))
+
+
+def test_a_nan_on_one_rank_stops_every_rank_with_one_message(tmp_path: Path) -> None:
+    """The NaN comes at a checking step (every 4th), so only rank 1 sees it there. Without
+    agreeing, rank 1 stops and rank 0 waits for it in the next collective until the timeout
+    (30 minutes, then this test's 300 s)."""
+    output = ddp(
+        f"--config={CONFIG}", f"--trainer={TRAINERS / 'ddp_cpu.yaml'}", "--trainer.devices=2",
+        f"--run.root={tmp_path}", "--trainer.logger=false", "--trainer.max_epochs=1",
+        "--trainer.log_every_n_steps=4", "--data.init_args.profile=false",
+        "--trainer.callbacks+=tests.probe.PlantNaN", "--trainer.callbacks.step=3",
+        code=1,
+    )  # fmt: skip
+    assert "planted NaN in" in output and "on rank 1 at step 3" in output
+    stops = re.findall(r"Non-finite gradient in '[^']+' at step 3 \(noticed at step 3\)", output)
+    assert len(stops) == 2, output[-3000:]  # each rank, the same layer, step and check
+
+
+def combine_shards(rank: int, port: int, shards: list[torch.Tensor], out: Path) -> None:
+    """One rank of the reduction: its shard of every layer's gradient in, the norms out."""
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        for norm_type in (2.0, 1.0, float("inf")):
+            monitor = GradientMonitor(norm_type=norm_type)
+            monitor._sharded = True
+            trainer = SimpleNamespace(world_size=2, interrupted=False)
+            local = torch.stack([torch.linalg.vector_norm(s, norm_type) for s in shards[rank]])
+            agreed = monitor._agreed(trainer, local[None])[0]
+            torch.save(agreed, out / f"{norm_type}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_gradient_norms_are_the_whole_gradients_norms(tmp_path: Path) -> None:
+    """FSDP's case on two gloo processes: each rank holds half of each layer's gradient
+    (one rank none of the third layer: a zero, as the monitor reads a missing shard), and
+    both log the unsharded norms."""
+    torch.manual_seed(0)
+    layers = [torch.randn(10), torch.randn(7) * 100, torch.randn(3)]
+    halves = [(g[: len(g) // 2], g[len(g) // 2 :]) for g in layers[:2]]
+    shards = [[h[rank] for h in [*halves, (torch.zeros(1), layers[2])]] for rank in (0, 1)]
+    port = 29500 + os.getpid() % 1000
+    torch.multiprocessing.spawn(combine_shards, (port, shards, tmp_path), nprocs=2)
+    for norm_type in (2.0, 1.0, float("inf")):
+        whole = torch.stack([torch.linalg.vector_norm(g, norm_type) for g in layers])
+        for rank in (0, 1):
+            agreed = torch.load(tmp_path / f"{norm_type}-{rank}.pt")
+            assert torch.allclose(agreed, whole, rtol=1e-6), (norm_type, rank)

@@ -7,7 +7,6 @@ import os
 import pickle
 import struct
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ from torch.utils.data import DataLoader
 from {{ cookiecutter.package_name }}.data.findings import DataError, raise_on_failures
 from {{ cookiecutter.package_name }}.data.image import ImageDataModule, ImageTensorDataset
 from {{ cookiecutter.package_name }}.data.image_checks import ImageRules
+
+from .conftest import trainer_at
 
 CLASSES = ("0", "1", "2")
 
@@ -153,12 +154,29 @@ def test_device_augmentation_runs_after_transfer_in_training_only(training: bool
     datamodule = ImageDataModule(augment_on_device=True, rotation_degrees=30, translate=0.2)
     assert datamodule.train_dataloader().dataset.transform is None  # not per sample as well
     images, labels = next(iter(datamodule.train_dataloader()))
-    datamodule.trainer = SimpleNamespace(training=training)
-    torch.manual_seed(0)
+    datamodule.trainer = trainer_at(training=training)
     moved, same_labels = datamodule.on_after_batch_transfer((images, labels), 0)
     assert moved.dtype == torch.uint8 and moved.shape == images.shape
     assert torch.equal(same_labels, labels)
     assert torch.equal(moved, images) is not training
+
+
+def test_device_augmentation_draws_per_rank_epoch_and_batch() -> None:
+    """The global generator is seeded alike on every DDP rank: the draws must not come from it,
+    or every rank would crop and flip its shard the same way."""
+    datamodule = ImageDataModule(augment_on_device=True, rotation_degrees=30, translate=0.2)
+    batch = next(iter(datamodule.train_dataloader()))
+    images = batch[0][:1].expand(64, -1, -1, -1).contiguous()  # one image, 64 draws
+
+    def augmented(**where: int) -> torch.Tensor:
+        datamodule.trainer = trainer_at(**where)
+        torch.manual_seed(0)  # as seed_everything leaves every rank
+        return datamodule.on_after_batch_transfer((images, batch[1]), 0)[0]
+
+    first = augmented(rank=0)
+    assert torch.equal(first, augmented(rank=0))  # a resumed run draws the same
+    for other in ({"rank": 1}, {"epoch": 1}, {"batch": 1}):
+        assert not torch.equal(first, augmented(**other)), other
 
 
 def test_class_folders_are_split_by_the_seed(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,13 +13,13 @@ from {{ cookiecutter.package_name }}.data.findings import DataError
 from {{ cookiecutter.package_name }}.data.image import ImageDataModule
 from {{ cookiecutter.package_name }}.data.resident import check_fits
 
-from .conftest import NO_LOGGER, run
+from .conftest import NO_LOGGER, run, trainer_at
 
 
 def first_training_batch(datamodule: ImageDataModule) -> tuple[torch.Tensor, torch.Tensor]:
     """The first batch of the epoch as the model gets it, once on the (CPU) device."""
     batch = next(iter(datamodule.train_dataloader()))
-    datamodule.trainer = SimpleNamespace(training=True)
+    datamodule.trainer = trainer_at(training=True)
     return datamodule.on_after_batch_transfer(batch, 0)
 
 
@@ -42,10 +41,10 @@ def test_resident_split_is_augmented_on_the_device_in_training_only() -> None:
     indices = next(iter(datamodule.train_dataloader()))
     validation = next(iter(datamodule.val_dataloader()))
     untouched, _ = datamodule.resident_split.gather(indices)
-    datamodule.trainer = SimpleNamespace(training=True)
+    datamodule.trainer = trainer_at(training=True)
     images, _ = datamodule.on_after_batch_transfer(indices, 0)
     assert images.shape == untouched.shape and not torch.equal(images, untouched)
-    datamodule.trainer = SimpleNamespace(training=False)  # validation batches pass as they are
+    datamodule.trainer = trainer_at(training=False)  # validation batches pass as they are
     assert datamodule.on_after_batch_transfer(validation, 0) is validation
 
 

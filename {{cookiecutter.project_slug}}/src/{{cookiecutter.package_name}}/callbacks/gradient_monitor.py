@@ -7,7 +7,9 @@ from math import isfinite
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
@@ -36,6 +38,14 @@ class GradientMonitor(L.Callback):
 
     Norms are taken after gradient unscaling and before clipping. Under fp16 mixed precision
     the loss scaler skips steps with Inf gradients by design, so the stop is off there.
+
+    With several processes every check agrees across ranks: under FSDP each rank holds a
+    shard of each gradient, so the shards' norms are combined into the whole gradient's; and
+    a non-finite norm on any rank counts on all, so every rank stops at the same check with
+    the same message (a rank stopping alone leaves the others waiting in a collective).
+    Under DeepSpeed the gradients live in ZeRO's partitioned buffers, not in ``p.grad``:
+    the monitor says so at the start and stays off (DeepSpeed clips by its own
+    ``gradient_clipping``).
     """
 
     UNLOGGED_ROWS = 50  # steps between checks when nothing sets an interval (log_every_n_steps 0)
@@ -79,16 +89,35 @@ class GradientMonitor(L.Callback):
         self._history: Tensor | None = None  # (steps, layers) norms not read yet ...
         self._filled = 0  # ... in its first rows, the first of them from step _first_step
         self._first_step = 0
+        self._sharded = False  # each rank holds a shard of each gradient
+        self._off = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._parameters = list(pl_module.named_parameters())  # walking modules costs a ms
         self._history, self._filled, self._first_step = None, 0, 0
         self.trends = GradientTrends(*self.trend_options)  # each fit judged by its own start
+        self._off = isinstance(trainer.strategy, DeepSpeedStrategy)
+        if self._off:
+            rank_zero_warn(
+                "GradientMonitor is off under DeepSpeed: ZeRO keeps the gradients in its own "
+                "partitioned buffers, not in each parameter's .grad, so there are no norms to "
+                "log and no non-finite gradient to stop on. Use the ddp or fsdp trainer profile "
+                "to watch them."
+            )
+        self._sharded = isinstance(trainer.strategy, FSDPStrategy | ModelParallelStrategy)
+        # Every trainable parameter, in the same order on every rank (under sharding a rank
+        # may hold no part of one); walking modules costs a ms, so once a fit.
+        trainable = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
+        self._parameters = [(n.replace("_fsdp_wrapped_module.", ""), p) for n, p in trainable]
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
     ) -> None:
-        named = [(n, p.grad) for n, p in self._parameters if p.grad is not None]
+        if self._off:
+            return
+        if self._sharded:  # a missing shard reads as a zero, so every rank has every column
+            named = [(n, p.new_zeros(1) if p.grad is None else p.grad) for n, p in self._parameters]
+        else:
+            named = [(n, p.grad) for n, p in self._parameters if p.grad is not None]
         if not named:  # no parameter has a gradient (e.g. everything frozen)
             return
         names = [name for name, _ in named]
@@ -126,7 +155,7 @@ class GradientMonitor(L.Callback):
         first non-finite norm (unless the stop is off) and empties the table."""
         if self._history is None or not self._filled:
             return []
-        rows = self._history[: self._filled].tolist()
+        rows = self._agreed(trainer, self._history[: self._filled]).tolist()
         self._filled = 0
         stop = self.stop_on_nonfinite and trainer.precision != "16-mixed"
         for offset, row in enumerate(rows):
@@ -139,6 +168,26 @@ class GradientMonitor(L.Callback):
                     "NaN/Inf in the inputs of that batch."
                 )
         return rows
+
+    def _agreed(self, trainer: L.Trainer, norms: Tensor) -> Tensor:
+        """The norms every rank reads alike: the whole gradients' from the shards' (the sum of
+        the shards' p-th powers, or their largest for the inf norm), and non-finite wherever
+        any rank's is. Collective: every rank reads at the same checks. An interrupted run
+        (SIGTERM, Ctrl+C) checks what its own rank holds: the others may not be here."""
+        if trainer.world_size == 1 or trainer.interrupted or not dist.is_initialized():
+            return norms
+        broken = (~torch.isfinite(norms)).to(torch.float32)
+        dist.all_reduce(broken, op=dist.ReduceOp.MAX)
+        if self._sharded:
+            p = self.norm_type
+            if p == float("inf"):
+                norms = norms.clone()
+                dist.all_reduce(norms, op=dist.ReduceOp.MAX)
+            else:
+                powers = norms.double().nan_to_num(posinf=0.0) ** p
+                dist.all_reduce(powers, op=dist.ReduceOp.SUM)
+                norms = (powers ** (1 / p)).to(norms.dtype)
+        return torch.where(broken > 0, float("nan"), norms)
 
     def _log(self, trainer: L.Trainer, norms: list[float]) -> None:
         total = float(torch.linalg.vector_norm(torch.tensor(norms), self.norm_type))

@@ -102,35 +102,45 @@ class BatchAugment(torch.nn.Module):
     (or, without an affine part, one gather)."""
 
     # torchvision v2 transforms given a batch tensor draw ONE parameter set for the whole batch
-    # (every image gets the same shift); this draws per sample, from the global torch RNG.
+    # (every image gets the same shift); this draws per sample, from ``generator`` (the data
+    # module seeds one per batch) or else the global torch RNG.
 
     def __init__(self, augmentation: Augmentation) -> None:
         super().__init__()
         self.augmentation = augmentation
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if not self.augmentation.active:
             return images
         n, _, height, width = images.shape
-        return self.transform(images, self.draw(n, height, width, images.device))
+        return self.transform(images, self.draw(n, height, width, images.device, generator))
 
     def transform(self, images: Tensor, draws: Draws) -> Tensor:
         """Every image moved by its own draws (not ``apply``: that is ``nn.Module``'s)."""
         return self.warp(images, draws) if self.augmentation.affine else self.shift(images, draws)
 
-    def draw(self, n: int, height: int, width: int, device: torch.device) -> Draws:
+    def draw(
+        self,
+        n: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | None = None,
+    ) -> Draws:
         """Per-sample parameters, each drawn as its torchvision transform draws its one."""
-        aug = self.augmentation
+        aug, rng = self.augmentation, generator
+
+        def uniform(limit: float) -> Tensor:
+            return torch.empty(n, device=device).uniform_(-limit, limit, generator=rng)
+
         angle = translate = None
         if aug.affine:
-            degrees = aug.rotation_degrees
-            angle = torch.empty(n, device=device).uniform_(-degrees, degrees)
-            limits = (aug.translate * width, aug.translate * height)
-            shifts = [torch.empty(n, device=device).uniform_(-limit, limit) for limit in limits]
+            angle = uniform(aug.rotation_degrees)
+            shifts = [uniform(aug.translate * width), uniform(aug.translate * height)]
             translate = torch.stack(shifts, 1).round_()
-        crop = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), device=device)
+        crop = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), device=device, generator=rng)
         if aug.horizontal_flip:
-            flip = torch.rand(n, device=device) < 0.5
+            flip = torch.rand(n, device=device, generator=rng) < 0.5
         else:
             flip = torch.zeros(n, dtype=torch.bool, device=device)
         return Draws(angle, translate, crop, flip)

@@ -27,7 +27,7 @@ from .findings import DataError, Finding, print_findings, raise_on_failures, sav
 from .groups import WithGroups
 from .loading import LoaderSettings, Workers, resolve_loader
 from .manifest import save_manifest
-from .sampling import EpochSampler
+from .sampling import EpochSampler, mixed_seed
 from .split import SPLITS, Split, check_folds
 from .state import STATE_VERSION, check_split, split_record
 
@@ -87,7 +87,8 @@ class DeviceBatches:
     augmentation runs batched on the device; a subclass may also gather them there)."""
 
     trainer: L.Trainer | None
-    device_augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    seed: int
+    device_augment: Callable[..., torch.Tensor] | None = None
     # What this module offers when the GPU waits for its batches (benchmark's advice).
     device_speedups: tuple[str, ...] = ()
 
@@ -101,7 +102,17 @@ class DeviceBatches:
         if self.device_augment is None:
             return batch
         images, labels = batch
-        return self.device_augment(images), labels
+        return self.device_augment(images, self.batch_generator(images.device)), labels
+
+    def batch_generator(self, device: torch.device) -> torch.Generator:
+        """The draws for this batch, a function of (seed, epoch, batch, rank): every DDP rank
+        augments its own way (the global generator is seeded alike on every rank), and a
+        resumed run draws what the uninterrupted one drew."""
+        trainer = self.trainer
+        assert trainer is not None
+        batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        key = mixed_seed(self.seed, trainer.current_epoch, batch, trainer.global_rank)
+        return torch.Generator(device=device).manual_seed(key)
 
 
 class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
