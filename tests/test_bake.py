@@ -21,6 +21,7 @@ SHARED = {
     "pyproject.toml",
     "configs/default.yaml",
     "configs/sweep/space.yaml",
+    "benchmarks/serve_load.py",
     "slurm/sweep.sbatch",
     "slurm/train.sbatch",
     *(f"configs/logger/{name}.yaml" for name in ("csv", "tensorboard", "wandb")),

@@ -104,11 +104,24 @@ def test_nothing_is_judged_before_enough_inputs_or_without_a_profile(rng) -> Non
     assert missing["status"] == "unavailable" and "no training profile" in missing["message"]
 
 
-def test_the_window_keeps_the_latest_inputs() -> None:
-    window = RecentInputs(3)
-    window.add({"x": [1, 2]})
-    window.add({"x": [3, 4]})
-    assert window.as_dict() == {"x": [2, 3, 4]}
+def test_the_window_counts_the_latest_inputs(rng) -> None:
+    """Counted as inputs arrive and leave, the window judges as the latest inputs judged
+    anew would (what ``serve`` did on every request before)."""
+    train = {"x": rng.normal(size=500), "site": rng.choice(["a", "b"], size=500)}
+    profile = fit_profile(train, vocabularies={"site": ["a", "b"]})
+    window, sent = RecentInputs(profile, 150), {"x": [], "site": []}
+    for size in [*rng.integers(1, 40, size=30), 400]:  # the last batch overfills the window
+        x = rng.normal(0.5, size=size)
+        x[rng.random(size) < 0.1] = np.nan
+        batch = {"x": x, "site": rng.choice(["a", "b", "c", None], size=size)}
+        window.add(batch)
+        for name, values in batch.items():
+            sent[name] += list(values)
+        assert window.judge(min_samples=50) == drift(
+            profile, {name: values[-150:] for name, values in sent.items()}, min_samples=50
+        )
+    assert window.samples == 150 and window.judge()["status"] != "collecting"
+    assert RecentInputs(None, 10).judge()["status"] == "unavailable"
 
 
 def test_the_profile_is_plain_data(rng, tmp_path) -> None:

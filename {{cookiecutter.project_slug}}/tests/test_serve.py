@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import NO_LOGGER, PACKAGE, datamodule_class, newest_output, run
+from .conftest import NO_LOGGER, PACKAGE, PROJECT, datamodule_class, newest_output, run
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -50,7 +50,7 @@ class Images:
 
     @staticmethod
     def held_out(datamodule, count: int) -> list[bytes]:
-        return [png(pixels) for pixels in datamodule.dataset("test").pixels(range(count))]
+        return [content for _, content in datamodule.held_out_inputs(count)]
 
     @staticmethod
     def post(client, inputs: list[bytes]) -> httpx.Response:
@@ -102,12 +102,7 @@ class Tables:
 
     @staticmethod
     def held_out(datamodule, count: int) -> list[dict]:
-        from {{ cookiecutter.package_name }}.data.table_reading import read_table
-
-        data = datamodule.prepared
-        rows = [int(i) for i, s in zip(data.ids, data.splits, strict=True) if s != "train"]
-        table = read_table(datamodule.path, datamodule.target)
-        return table.loc[rows[:count], datamodule.state["columns"]].to_dict("records")
+        return datamodule.held_out_inputs(count)
 
     @staticmethod
     def post(client, inputs: list[dict]) -> httpx.Response:
@@ -382,3 +377,19 @@ def test_decodes_run_at_most_max_decodes_at_once() -> None:
 def test_serve_needs_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="serve needs --ckpt_path"):
         run("serve", tmp_path, *NO_LOGGER)
+
+
+def test_the_load_benchmark_shows_what_drift_tracking_costs(fitted) -> None:
+    """The benchmark script runs on a fitted run and prints both modes side by side."""
+    command = [
+        sys.executable, str(PROJECT / "benchmarks" / "serve_load.py"),
+        f"--config={fitted.run_dir / 'config.yaml'}",
+        f"--ckpt_path={fitted.run_dir / 'checkpoints' / 'last.ckpt'}",
+        "--requests=24", "--concurrency=4", "--rounds=1", "--warmup=4",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=PROJECT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for mode in ("drift tracked", "no tracking"):
+        row = rf"^{mode} +\d+\.\d +\d+\.\d +\d+\.\d$"
+        assert re.search(row, result.stdout, re.M), result.stdout
+    assert re.search(r"^drift tracking costs -?\d+\.\d%", result.stdout, re.M)

@@ -29,7 +29,7 @@ import lightning as L
 import torch
 
 from .data.base import CheckedDataModule, InputError
-from .data.drift import MIN_SAMPLES, THRESHOLD, RecentInputs, drift
+from .data.drift import MIN_SAMPLES, THRESHOLD, RecentInputs
 
 try:
     import uvicorn
@@ -91,7 +91,7 @@ class Service:
     ) -> None:
         self.model, self.datamodule = model.to(device).eval(), datamodule
         self.device, self.forward_context = torch.device(device), forward_context
-        self.recent = RecentInputs(drift_window)
+        self.recent = RecentInputs(datamodule.drift_profile, drift_window)
         self.threshold, self.min_samples = drift_threshold, drift_min_samples
         self.lock = threading.Lock()  # one request at a time changes the window
         # Decoding an image takes up to data.max_pixels x 8 bytes: a bounded number at once,
@@ -105,9 +105,10 @@ class Service:
         x, features = self.decoders.submit(self.datamodule.convert_inputs, inputs).result()
         with torch.inference_mode(), self.forward_context():
             probabilities = self.model.predict_step(x.to(self.device), 0).float().cpu()
-        with self.lock:
-            self.recent.add(features)
-            self.log_changes(self.drift())
+        if self.recent.size:  # drift_window 0: no tracking
+            with self.lock:
+                self.recent.add(features)
+                self.log_changes(self.drift())
         names = self.datamodule.class_names
         return [
             {
@@ -118,10 +119,7 @@ class Service:
         ]
 
     def drift(self) -> dict[str, Any]:
-        report = drift(
-            self.datamodule.drift_profile, self.recent.as_dict(), self.threshold, self.min_samples
-        )
-        return report | {"window": self.recent.size}
+        return self.recent.judge(self.threshold, self.min_samples) | {"window": self.recent.size}
 
     def log_changes(self, report: dict[str, Any]) -> None:
         """A log line when a feature starts or stops drifting, not one per request."""

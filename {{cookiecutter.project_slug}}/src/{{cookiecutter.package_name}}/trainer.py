@@ -199,7 +199,8 @@ class Trainer(L.Trainer):
             host: Address to listen on; 0.0.0.0 for every interface.
             port: TCP port; 0 takes a free one, which the log names.
             max_body_bytes: Largest request body; a larger one gets 413 before it is read.
-            drift_window: How many recent inputs ``/drift`` compares with the training data.
+            drift_window: How many recent inputs ``/drift`` compares with the training data;
+                0: no tracking.
             drift_threshold: PSI, beyond its sampling noise, at which a feature counts as
                 drifted; 0.2 is the usual "major shift" (see ``data/drift.py``).
             drift_min_samples: Inputs needed in the window before drift is judged.

@@ -168,6 +168,10 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
         """New inputs for ``predict`` and their ids, or None to predict the test split."""
         return None
 
+    def held_out_inputs(self, count: int) -> list:
+        """Up to ``count`` held-out inputs in the form ``convert_inputs`` takes them."""
+        raise NotImplementedError
+
     def convert_inputs(self, inputs: Sequence) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """New inputs for ``serve`` as one batch, prepared as ``predict`` prepares its inputs,
         and their values of the features the drift profile watches; raises InputError."""

@@ -70,28 +70,35 @@ def fit_profile(
 
 
 def histogram(spec: Mapping[str, Any], values: Sequence) -> np.ndarray:
-    """Counts of ``values`` in the slots of one profiled feature: its bins (numbers) or its
-    known values and one for any other (categories, discrete numbers), then missing values."""
+    """Counts of ``values`` in the slots of one profiled feature (see ``slots``)."""
+    return np.bincount(slots(spec, values), minlength=slot_count(spec))
+
+
+def slot_count(spec: Mapping[str, Any]) -> int:
+    known = len(spec["edges"]) + 1 if spec["kind"] == "numeric" else len(spec["values"]) + 1
+    return known + 1  # and the missing values'
+
+
+def slots(spec: Mapping[str, Any], values: Sequence) -> np.ndarray:
+    """The slot of each of ``values``: its bin (numbers) or its known value, else the one for
+    any other (categories, discrete numbers); the last slot holds missing values."""
+    missing_slot = slot_count(spec) - 1
     if spec["kind"] == "categorical":
+        slot = {value: i for i, value in enumerate(spec["values"])}
         cells = pd.Series(list(values), dtype=object)
         missing = cells.isna().to_numpy()
-        slot = {value: i for i, value in enumerate(spec["values"])}
-        slots = len(slot) + 1
-        codes = np.array([slot.get(str(v), len(slot)) for v in cells[~missing]], dtype=np.int64)
+        codes = np.array([slot.get(str(v), len(slot)) for v in cells], dtype=np.int64)
+        return np.where(missing, missing_slot, codes)
+    x = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(x)
+    if spec["kind"] == "numeric":  # bins (-inf, e0], (e0, e1], ..., (e_last, inf)
+        codes = np.searchsorted(np.asarray(spec["edges"]), x, side="left")
     else:
-        x = np.asarray(values, dtype=np.float64)
-        missing = np.isnan(x)
-        x = x[~missing]
-        if spec["kind"] == "numeric":  # bins (-inf, e0], (e0, e1], ..., (e_last, inf)
-            slots = len(spec["edges"]) + 1
-            codes = np.searchsorted(np.asarray(spec["edges"]), x, side="left")
-        else:
-            known = np.asarray(spec["values"], dtype=np.float64)
-            slots = len(known) + 1
-            index = np.minimum(np.searchsorted(known, x), max(len(known) - 1, 0))
-            hit = known[index] == x if len(known) else np.zeros(len(x), dtype=bool)
-            codes = np.where(hit, index, len(known))
-    return np.append(np.bincount(codes, minlength=slots), missing.sum())
+        known = np.asarray(spec["values"], dtype=np.float64)
+        index = np.minimum(np.searchsorted(known, x), max(len(known) - 1, 0))
+        hit = known[index] == x if len(known) else np.zeros(len(x), dtype=bool)
+        codes = np.where(hit, index, len(known))
+    return np.where(missing, missing_slot, codes)
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
@@ -115,6 +122,19 @@ def drift(
     """Each profiled feature's PSI between the training profile and ``recent_inputs``
     (values by feature name, as ``fit_profile`` takes them), and which features drifted."""
     n = min((len(v) for v in recent_inputs.values()), default=0)
+    features = (profile or {}).get("features", {})
+    counts = {name: histogram(spec, recent_inputs[name]) for name, spec in features.items()}
+    return judge(profile, counts, n, threshold, min_samples)
+
+
+def judge(
+    profile: Mapping[str, Any] | None,
+    counts: Mapping[str, np.ndarray],
+    n: int,
+    threshold: float = THRESHOLD,
+    min_samples: int = MIN_SAMPLES,
+) -> dict[str, Any]:
+    """``drift`` from the slot counts of ``n`` recent inputs."""
     report: dict[str, Any] = {"measure": "PSI", "threshold": threshold, "samples": n}
     if profile is None:
         message = "this checkpoint holds no training profile (saved before drift profiles)"
@@ -124,7 +144,7 @@ def drift(
         return report | {"status": "collecting", "message": message, "drifted": []}
     features = {}
     for name, spec in profile["features"].items():
-        value, noise = psi(np.asarray(spec["counts"]), histogram(spec, recent_inputs[name]))
+        value, noise = psi(np.asarray(spec["counts"]), counts[name])
         drifted = value - noise > threshold
         features[name] = {"psi": round(value, 4), "noise": round(noise, 4), "drifted": drifted}
     drifted = [name for name, result in features.items() if result["drifted"]]
@@ -133,15 +153,32 @@ def drift(
 
 
 class RecentInputs:
-    """The last ``size`` inputs' feature values, by feature name."""
+    """The slots of the last ``size`` inputs of each profiled feature, and their counts.
 
-    def __init__(self, size: int) -> None:
+    Kept incrementally: an input's slot is found once, when it arrives, and counted out when
+    it leaves the window, so judging the window costs the slots, not the window's size
+    (``serve`` judges after every request)."""
+
+    def __init__(self, profile: Mapping[str, Any] | None, size: int) -> None:
         self.size = size
-        self.values: dict[str, deque] = {}
+        self.specs = dict((profile or {}).get("features", {}))
+        self.window = {name: deque() for name in self.specs}
+        self.counts = {name: np.zeros(slot_count(s), np.int64) for name, s in self.specs.items()}
+
+    @property
+    def samples(self) -> int:
+        return min((len(window) for window in self.window.values()), default=0)
 
     def add(self, features: Mapping[str, Sequence]) -> None:
-        for name, values in features.items():
-            self.values.setdefault(name, deque(maxlen=self.size)).extend(values)
+        for name, spec in self.specs.items():
+            window, counts = self.window[name], self.counts[name]
+            arrived = slots(spec, features[name])[-self.size :]
+            np.add.at(counts, arrived, 1)
+            window.extend(arrived)
+            while len(window) > self.size:
+                counts[window.popleft()] -= 1
 
-    def as_dict(self) -> dict[str, list]:
-        return {name: list(values) for name, values in self.values.items()}
+    def judge(self, threshold: float = THRESHOLD, min_samples: int = MIN_SAMPLES) -> dict:
+        """``drift`` of the window (unavailable without a training profile)."""
+        profile = {"features": self.specs} if self.specs else None
+        return judge(profile, self.counts, self.samples, threshold, min_samples)

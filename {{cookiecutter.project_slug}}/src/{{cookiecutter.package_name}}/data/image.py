@@ -406,6 +406,18 @@ class ImageDataModule(CheckedDataModule):
             ids.append(sample_id)
         return ImageTensorDataset(np.stack(arrays), torch.full((len(ids),), -1)), ids
 
+    def held_out_inputs(self, count: int) -> list[tuple[str, bytes]]:
+        """Up to ``count`` test images as ``serve`` takes them: (name, PNG file) pairs."""
+        test = self.dataset("test")
+        inputs = []
+        for i, pixels in enumerate(test.pixels(range(min(count, len(test))))):
+            out = io.BytesIO()
+            Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)).save(
+                out, "PNG"
+            )
+            inputs.append((f"{i:03d}.png", out.getvalue()))
+        return inputs
+
     def convert_inputs(
         self, files: Sequence[tuple[str, bytes]]
     ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:

@@ -387,6 +387,13 @@ class TabularDataModule(CheckedDataModule):
         x = encode(frame, self.state)
         return TensorDataset(x, torch.full((len(x),), -1)), [str(i) for i in frame.index]
 
+    def held_out_inputs(self, count: int) -> list[dict[str, Any]]:
+        """Up to ``count`` held-out rows (validation, then test) as ``serve`` takes them."""
+        data = self.prepared
+        rows = [int(i) for i, s in zip(data.ids, data.splits, strict=True) if s != "train"]
+        table = read_table(self.path, self.target, None, self.encoding, self.delimiter)
+        return table.loc[rows[:count], self.state["columns"]].to_dict("records")
+
     def convert_inputs(self, records: Sequence) -> tuple[torch.Tensor, dict[str, pd.Series]]:
         return encode_records(records, self.state)
 
