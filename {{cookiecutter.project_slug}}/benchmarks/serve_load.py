@@ -23,21 +23,14 @@ from pathlib import Path
 
 import httpx
 import yaml
-from jsonargparse import ArgumentParser
-from lightning import LightningDataModule
 
 MODES = {"drift tracked": [], "no tracking": ["--drift_window=0"]}
 
 
-def held_out(package: str, config: Path, ckpt: Path, count: int) -> tuple[str, list]:
-    """The run's data module, built as ``serve`` builds it: how inputs travel, and inputs."""
-    saved = yaml.safe_load(config.read_text())
-    seed = importlib.import_module(f"{package}.cli").split_seed(saved["seed_everything"])
-    data = saved["data"]
-    data["init_args"] |= {"seed": seed, "fitted_from": str(ckpt), "profile": False}
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(LightningDataModule, "data")
-    datamodule = parser.instantiate_classes(parser.parse_object({"data": data})).data
+def held_out(package: str, config: Path, count: int) -> tuple[str, list]:
+    """The run's data module, built from its saved config: how inputs travel, and inputs."""
+    runs = importlib.import_module(f"{package}.experiments.cross_validation")
+    datamodule = runs.saved_datamodule(config)
     return datamodule.serving_input, datamodule.held_out_inputs(count)
 
 
@@ -91,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=20, help="requests before timing")
     args = parser.parse_args(argv)
     package = yaml.safe_load(args.config.read_text())["data"]["class_path"].partition(".")[0]
-    kind, inputs = held_out(package, args.config, args.ckpt_path, 200)
+    kind, inputs = held_out(package, args.config, 200)
     servers = {mode: start(package, args.config, args.ckpt_path, o) for mode, o in MODES.items()}
     rounds: dict[str, list] = {mode: [] for mode in MODES}
     try:

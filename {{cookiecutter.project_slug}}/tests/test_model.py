@@ -96,8 +96,16 @@ def test_warmup_cosine_shape() -> None:
     assert lrs[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
 
-def test_compiled_model_trains_and_keeps_plain_checkpoint_names(tmp_path) -> None:
-    """``torch.compile`` as a config switch (slow on the CPU: it compiles C++ kernels)."""
+def test_compiled_model_trains_and_keeps_plain_checkpoint_names(tmp_path, monkeypatch) -> None:
+    """``torch.compile`` as a config switch. The graph is captured and traced as Inductor
+    gets it (what our code can break), then run by AOTAutograd's eager backend: Inductor's
+    C++ code generation, torch's own to test, costs a minute of two CPU cores."""
+    compile_as_configured = torch.compile
+
+    def traced(function, **options):
+        return compile_as_configured(function, **options, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", traced)
     cli = run("fit", tmp_path, *NO_LOGGER, "--model.compile=true", "--trainer.max_epochs=1")
     model, (x, y) = cli.model.eval(), next(iter(cli.datamodule.val_dataloader()))
     assert model.score is not Classifier.logits_and_loss

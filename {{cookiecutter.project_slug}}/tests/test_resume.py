@@ -67,7 +67,12 @@ def interrupted(root: Path, env: dict, sig: signal.Signals, *args: str) -> subpr
     callback = json.dumps({"class_path": f"{__name__}.WaitForSignal", "init_args": waiter})
     pipe = subprocess.PIPE
     command = fit(root, "--run.name=cut", f"--trainer.callbacks+={callback}", *args)
-    process = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=pipe, stderr=pipe, text=True)
+    process = subprocess.Popen(
+        command, cwd=PROJECT, env=env, stdout=pipe, stderr=pipe, text=True,
+        # A shell that started the tests in the background ignores SIGINT, and a child
+        # inherits that: Python then never raises KeyboardInterrupt and Ctrl+C does nothing.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 300
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from {{ cookiecutter.package_name }}.cli import cli_main
 from .conftest import (
     CONFIG,
     NO_LOGGER,
+    PACKAGE,
     PROJECT,
     QUICK,
     TRAINERS,
@@ -111,6 +115,38 @@ def test_sharded_training_then_test_and_predict(tmp_path: Path, profile: str) ->
         assert result.returncode == 0, result.stderr[-3000:]
     predicted = newest_output(run_dir, "predictions.csv").parent
     assert [p.name for p in predicted.glob("predictions*")] == ["predictions.csv"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fsdp_logs_whole_gradient_norms_and_stops_every_rank_on_a_nan(tmp_path: Path) -> None:
+    """The first step's global gradient norm under FSDP on one GPU is the plain single-device
+    run's (same seed, same first batch); on every GPU of the machine, a NaN planted in the
+    last rank's gradients stops every rank with one message naming the layer."""
+    placement = ("--trainer.accelerator", "--trainer.devices", "--trainer.strategy")
+    short = [argument for argument in QUICK if argument.split("=")[0] not in placement]
+    csv_logger = f"--trainer.logger={PROJECT / 'configs' / 'logger' / 'csv.yaml'}"
+
+    def fit(profile: str, *args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", PACKAGE, "fit", f"--config={CONFIG}", *short]
+        command += [f"--trainer={TRAINERS / f'{profile}.yaml'}", f"--run.root={tmp_path}", *args]
+        return subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=600)
+
+    def first_norm(name: str) -> float:
+        (metrics,) = (tmp_path / name / "csv").glob("*/metrics.csv")
+        rows = [r for r in csv.DictReader(metrics.open()) if r.get("grad_norm/global")]
+        return float(rows[0]["grad_norm/global"])
+
+    for profile in ("gpu", "fsdp"):
+        result = fit(profile, csv_logger, f"--run.name={profile}", "--trainer.devices=1")
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert first_norm("fsdp") == pytest.approx(first_norm("gpu"), rel=2e-2)  # bf16 autocast
+    ranks = torch.cuda.device_count()
+    planted = ["--trainer.callbacks+=tests.probe.PlantNaN", f"--trainer.callbacks.rank={ranks - 1}"]
+    result = fit("fsdp", *NO_LOGGER, "--run.name=nan", "--trainer.log_every_n_steps=4", *planted)
+    assert result.returncode != 0
+    stops = re.findall(r"Non-finite gradient in '([^']+)' at step 3 ", result.stderr)
+    assert len(stops) == ranks and len(set(stops)) == 1, result.stderr[-3000:]
+    assert "_fsdp_wrapped_module" not in stops[0]
 
 
 def fsdp_units(network: torch.nn.Module) -> list[str]:

@@ -75,24 +75,43 @@ def confusion_figure(matrix: Tensor, class_names: Sequence[str], title: str) -> 
     return fig
 
 
+def labelled_mosaic(
+    images: np.ndarray, labels: Sequence[tuple[str, str]], cols: int, title: str
+) -> Figure:
+    """(N, C, H, W) images tiled into one picture, each under its (text, colour) label.
+
+    One picture on one axes, not an axes per image: 80 small axes took ~2 s to draw, at
+    every validation end."""
+    n, channels, height, width = images.shape
+    rows, gap_x, gap_y = -(-n // cols), max(2, width // 8), max(4, height // 2)
+    white = 255 if images.dtype == np.uint8 else float(images.max(initial=1.0))
+    canvas = np.full(
+        (channels, rows * (height + gap_y), cols * (width + gap_x) - gap_x), white, images.dtype
+    )
+    fig, ax = plt.subplots(figsize=(1.3 * cols, 1.7 * rows + 0.5))
+    for i, (image, (text, color)) in enumerate(zip(images, labels, strict=True)):
+        top, left = (i // cols) * (height + gap_y) + gap_y, (i % cols) * (width + gap_x)
+        canvas[:, top : top + height, left : left + width] = image
+        ax.text(left + width / 2, top - 0.5, text, ha="center", va="bottom", fontsize=7,
+                color=color)  # fmt: skip
+    pixels = canvas[0] if channels == 1 else canvas.transpose(1, 2, 0)
+    gray = {"cmap": "gray", "vmin": 0, "vmax": white} if channels == 1 else {}
+    ax.imshow(pixels, interpolation="nearest", **gray)
+    ax.axis("off")
+    fig.suptitle(title)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / (1.7 * rows + 0.5))
+    return fig
+
+
 def prediction_grid(
     images: Tensor, true: Tensor, predicted: Tensor, class_names: Sequence[str], title: str
 ) -> Figure:
-    """Images titled with their true and predicted class; mistakes in red."""
-    cols = min(8, len(images))
-    rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.7 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    shown = zip(axes.flat, images.cpu(), true.tolist(), predicted.tolist(), strict=False)
-    for ax, image, t, p in shown:
-        pixels = image[0] if len(image) == 1 else image.permute(1, 2, 0)
-        ax.imshow(pixels.numpy(), cmap="gray" if pixels.ndim == 2 else None)
-        color = "black" if t == p else "tab:red"
-        ax.set_title(f"{class_names[t]} → {class_names[p]}", fontsize=8, color=color)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    """Images labelled with their true and predicted class; mistakes in red."""
+    labels = [
+        (f"{class_names[t]} → {class_names[p]}", "black" if t == p else "tab:red")
+        for t, p in zip(true.tolist(), predicted.tolist(), strict=True)
+    ]
+    return labelled_mosaic(images.cpu().numpy(), labels, min(8, len(images)), title)
 
 
 def describe_run(run_dir: Path) -> str:

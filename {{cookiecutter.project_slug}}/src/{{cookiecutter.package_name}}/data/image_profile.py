@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from .. import reports
 from .drift import fit_profile
 from .image_cache import ImageTensorDataset
 
@@ -46,17 +46,11 @@ def sample_grid(
     dataset: ImageTensorDataset, class_names: Sequence[str], per_class: int = 8
 ) -> Figure:
     """The first ``per_class`` images of each class, untransformed: one row per class."""
-    rows = len(class_names)
-    fig, axes = plt.subplots(rows, per_class, figsize=(per_class, rows), squeeze=False)
+    images, labels = [], []
     for row, name in enumerate(class_names):
         chosen = dataset.pixels((dataset.labels == row).nonzero().flatten()[:per_class].numpy())
-        for col, ax in enumerate(axes[row]):
-            ax.axis("off")
-            if col < len(chosen):
-                pixels = chosen[col]
-                image = pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)
-                ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        axes[row][0].set_title(name, fontsize=8, loc="left")
-    fig.suptitle("Training samples per class")
-    fig.tight_layout()
-    return fig
+        images += list(chosen)
+        labels += [(name, "black")] * len(chosen)
+    return reports.labelled_mosaic(
+        np.stack(images), labels, per_class, "Training samples per class"
+    )
