@@ -50,6 +50,19 @@ def test_benchmark_measures_and_saves_the_three_throughputs(
     assert cli.trainer.global_step == 2 + 4 * 2  # warm-up and timed steps, no more
     out = capsys.readouterr().out
     assert "full training step (Trainer.fit)" in out and f"Bound by {saved['bound']}" in out
+    # Its figures and advice for the machine it ran on, and none of a training run's reports.
+    assert "cuda" not in " ".join(saved["advice"])
+    for report in ("Total FLOPs", "Training curves", "Energy", "checkpoint"):
+        assert report not in out, report
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "energy.json").exists()
+    assert not (run_dir / "plots" / "curves.png").exists()
+
+
+def test_cpu_advice_names_no_gpu_tool() -> None:
+    result = figures(5000, 1000, 600, device="cpu")
+    diagnose(result, cpus=2, channels_last=False, compiled=False)
+    assert result.bound.startswith("the training loop")
+    assert result.advice and not any("cuda" in tip for tip in result.advice)
 
 
 @pytest.mark.parametrize(

@@ -142,11 +142,11 @@ def diagnose(
         figures.advice.append("a larger --data.batch_size amortises per-batch work")
     elif figures.train_step < OVERHEAD_LIMIT * figures.model_step:
         figures.bound = "the training loop: host work and syncs between steps"
-        figures.advice += [
-            "log less often: --trainer.log_every_n_steps",
-            "find host syncs with torch.cuda.set_sync_debug_mode('warn') in your own code",
-            "a larger --data.batch_size makes per-step work a smaller share",
-        ]
+        figures.advice.append("log less often: --trainer.log_every_n_steps")
+        if on_gpu:
+            sync_mode = "torch.cuda.set_sync_debug_mode('warn')"
+            figures.advice.append(f"find host syncs with {sync_mode} in your own code")
+        figures.advice.append("a larger --data.batch_size makes per-step work a smaller share")
     else:
         figures.bound = "the model: the device is busy computing"
         if on_gpu and figures.precision in {"32-true", "32"}:

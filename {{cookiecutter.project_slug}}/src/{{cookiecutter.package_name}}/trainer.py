@@ -14,7 +14,6 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.tuner import Tuner
@@ -22,6 +21,7 @@ from lightning.pytorch.tuner import Tuner
 from . import benchmark as bench
 from . import checkpoints
 from . import export as exporter
+from .callbacks import GradientMonitor
 from .data.base import CheckedDataModule
 from .data.findings import raise_on_failures
 from .data.loading import available_cpus
@@ -254,8 +254,11 @@ class Trainer(L.Trainer):
         model_rate = bench.timed(step, sync, steps, windows)
 
         timer = bench.StepTimer(warmup, sync)
-        epochal = (ModelCheckpoint, EarlyStopping)
-        self.callbacks = [c for c in self.callbacks if not isinstance(c, epochal)] + [timer]
+        # The timed fit keeps what acts on every step (the gradient monitor) and nothing that
+        # reports on a run: no checkpoints, curves, plots, energy estimate, model table or
+        # logger run. A benchmark prints its figures and advice.
+        self.callbacks = [c for c in self.callbacks if isinstance(c, GradientMonitor)] + [timer]
+        self.loggers = []
         self.fit_loop.epoch_loop.max_steps = warmup + steps * windows
         self.fit_loop.max_epochs = self.max_steps  # OneCycle's length follows max_steps
         self.limit_val_batches = 0
