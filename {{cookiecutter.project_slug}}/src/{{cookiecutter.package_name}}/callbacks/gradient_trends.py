@@ -14,7 +14,8 @@ first step (usually the run's largest, which would hide it).
 
 Measured on the shipped default runs checked at every step (digits/SmallCNN and
 breast-cancer/MLP): a layer's norm over its first-step norm stayed between 2e-3 and 7.1, the
-smallest layer over the largest above 8e-4.
+smallest layer over the largest above 8e-4, and a layer's norm over its recent norm at most
+3.6 (digits, 570 steps) and 5.3 (breast cancer, 396 steps), far below ``explode_factor``.
 """
 
 from __future__ import annotations

@@ -205,6 +205,8 @@ def numbers(column: pd.Series, dates: bool = False) -> pd.Series:
         return seconds(column)
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         return column.astype(float)
+    if all(cell is None or type(cell) in (int, float) for cell in column):  # JSON numbers
+        return column.astype(float)
     return parse_numbers(column)
 
 
@@ -212,7 +214,10 @@ def parse_numbers(cells: pd.Series) -> pd.Series:
     """Text cells as floats: numbers as Python writes them, or with commas between
     thousands (``GROUPED``); anything else missing. Decimals read back as written."""
     values = pd.to_numeric(cells, errors="coerce").astype(float)
-    failed = texts(cells[values.isna() & cells.notna()]).dropna()
+    unread = values.isna() & cells.notna()
+    if not unread.any():
+        return values
+    failed = texts(cells[unread]).dropna()
     grouped = failed[failed.map(lambda cell: GROUPED.fullmatch(cell) is not None)]
     if len(grouped):
         values[grouped.index] = pd.to_numeric(grouped.str.replace(",", "", regex=False))
