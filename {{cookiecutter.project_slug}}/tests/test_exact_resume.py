@@ -86,6 +86,7 @@ def stop_and_resume(root: Path, cut: tuple, *args: str) -> dict[str, torch.Tenso
         run("fit", root, *SHORT, *args, f"--run.name={name}", f"--trainer.callbacks+={callback}")
     checkpoints = root / name / "checkpoints"
     if phase == "checkpoint":  # a SIGKILL mid-write leaves its partial file (no Python runs)
+        checkpoints.mkdir(exist_ok=True)  # the run's first save: nothing was written before
         (checkpoints / "last.ckpt.partial").write_bytes(b"PK\x03\x04 half a checkpoint")
     run("fit", root, *SHORT, *args, f"--run.name={name}", "--ckpt_path=last")
     assert not list(checkpoints.glob("*.partial"))
