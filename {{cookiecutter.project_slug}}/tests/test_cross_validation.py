@@ -107,6 +107,7 @@ def test_every_pool_sample_is_validated_in_exactly_one_fold(cv_run: Path) -> Non
     assert folds["id"].is_unique and set(folds["id"]) == pool
     tested = [set(m.query("split == 'test'")["id"]) for m in manifests]
     assert all(t == tested[0] for t in tested) and not tested[0] & pool  # the same test split
+    assert not list(cv_run.glob("folds/*/test_metrics.json"))  # and no fold evaluates on it
     for k, fold in enumerate(manifests):
         held = set(fold.query("split == 'val'")["id"])
         assert held == set(folds.query(f"fold == {k}")["id"])

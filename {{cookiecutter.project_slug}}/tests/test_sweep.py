@@ -122,7 +122,9 @@ def test_a_sweep_prunes_the_hopeless_and_reports_every_trial(searched: Path) -> 
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows)
     best = min((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: float(r["value"]))
     assert float(best["model.lr"]) == GOOD
-    assert not list((searched / "trials" / "2").glob("test_metrics.json"))  # pruned: no test
+    # Chosen on validation: no trial, finished or pruned, touches the test split.
+    assert not list(searched.glob("trials/*/test_metrics.json"))
+    assert list(searched.glob("trials/*/checkpoints/best-*.ckpt"))
     assert (searched / "plots" / "optimization_history.png").is_file()
 
 

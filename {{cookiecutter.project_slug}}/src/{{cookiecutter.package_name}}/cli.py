@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from . import checkpoints, experiments, reports, strategies
-from .callbacks.trial_pruning import PRUNED, pruned
+from .callbacks.trial_pruning import PRUNED, in_sweep, pruned
 from .data.findings import DataError
 from .parser import EXPERIMENT_HELP, SUBCOMMAND_HELP, EpilogAsWritten, ProjectParser
 from .provenance import save_provenance
@@ -57,14 +57,18 @@ class RunConfigSaver(SaveConfigCallback):
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / self.config_filename
-        self.parser.save(self.config, path, skip_none=False, multifile=self.multifile)
+        resolved = self.parser.dump(self.config, skip_none=False)  # dumped once: ~0.3 s each
+        if self.multifile:
+            self.parser.save(self.config, path, skip_none=False, multifile=True)
+        else:
+            with path.open("x") as file:  # "x": never overwrites, as parser.save
+                file.write(resolved)
         release_claim(self.run_dir)  # config.yaml holds the run's name from now on
         stem = Path(self.config_filename).stem.replace("config", "provenance", 1)
         code = Path(__file__).resolve().parent
         save_provenance(self.run_dir / f"{stem}.json", self.config.get("seed_everything"), code)
-        resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
-            logger.log_hyperparams(resolved)
+            logger.log_hyperparams(yaml.safe_load(resolved))
 
 
 def refuse_training_nothing(trainer: Any) -> None:
@@ -77,6 +81,14 @@ def refuse_training_nothing(trainer: Any) -> None:
                 "Set it above 0 (max_epochs -1: until stopped); `profile` checks the data "
                 "without training, `test --ckpt_path` evaluates a trained model."
             )
+
+
+def requested_subcommand(args: ArgsType, known: dict) -> str | None:
+    """The subcommand ``args`` (default: the command line) starts with, when it names one;
+    None for anything else (``--help``, a mistyped name), which needs every parser."""
+    args = sys.argv[1:] if args is None else args
+    first = args[0] if isinstance(args, list | tuple) and args else None
+    return first if first in known else None
 
 
 def first_process() -> bool:
@@ -98,8 +110,10 @@ class ProjectCLI(LightningCLI):
     """LightningCLI with one directory per run and the project's own subcommands."""
 
     claimed: Path | None = None  # the run directory this process claimed for a new fit
+    requested: str | None = None  # the one subcommand whose parser is built; None: all
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.requested = requested_subcommand(kwargs.get("args"), self.every_subcommand())
         try:
             super().__init__(*args, **kwargs)
         except BaseException:
@@ -107,8 +121,14 @@ class ProjectCLI(LightningCLI):
                 release_claim(self.claimed)  # stopped before the run began: the name is free
             raise
 
+    def subcommands(self) -> dict[str, set[str]]:
+        """The subcommands this command line needs parsers for: building one reads every
+        class signature again (~0.2 s each), so a command builds its own only."""
+        every = self.every_subcommand()
+        return {self.requested: every[self.requested]} if self.requested else every
+
     @staticmethod
-    def subcommands() -> dict[str, set[str]]:
+    def every_subcommand() -> dict[str, set[str]]:
         # Each entry names a Trainer method (see trainer.py) and the arguments the CLI supplies.
         own = {
             "tune": {"model", "datamodule"},
@@ -223,16 +243,23 @@ class ProjectCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.fast_dev_run or pruned(self.trainer):  # a pruned trial has no result
             return
+        fold = getattr(self.datamodule, "fold", None) is not None
+        if in_sweep(self.trainer) and not fold:
+            # A trial is chosen on validation: the test split waits for the chosen config
+            # (best.yaml's fit), so no trial's test score can steer the choice.
+            return
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if best:
             self.model = strategies.ready_to_restore(self.model, self.trainer.strategy, best)
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-        self.after_test()
-        if getattr(self.datamodule, "fold", None) is not None:
+        if fold:
             # A cross-validation fold: its held-out fold's scores and predictions, from the
             # best checkpoint, for `cv` to gather (callbacks.ValidationReports writes them).
+            # The test split stays out of cv.
             self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self.after_test()
 
     def after_test(self) -> None:
         # The reports themselves are TestReports' (a callback: trainer.test() writes them too).

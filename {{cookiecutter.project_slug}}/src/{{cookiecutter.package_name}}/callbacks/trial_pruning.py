@@ -98,6 +98,11 @@ class TrialPruning(Callback):
         return trial.should_prune()
 
 
+def in_sweep(trainer: L.Trainer) -> bool:
+    """Whether this fit is a sweep's trial."""
+    return any(isinstance(c, TrialPruning) for c in trainer.callbacks)
+
+
 def pruned(trainer: L.Trainer | None) -> bool:
     """Whether a sweep's pruner stopped this fit."""
     callbacks = trainer.callbacks if trainer is not None else []
