@@ -35,6 +35,7 @@ SHARED = {
             "benchmark",
             "checkpoints",
             "cli",
+            "commands",
             "evaluation",
             "export",
             "preprocessing",
@@ -78,6 +79,7 @@ SHARED = {
             "experiments/launch",
             "experiments/out_of_fold",
             "experiments/space",
+            "experiments/study",
             "experiments/study_report",
             "experiments/sweep",
             "networks/__init__",
@@ -218,7 +220,7 @@ def test_odd_but_legal_names_bake_into_valid_projects(tmp_path: Path, name: str)
     assert meta["name"] == project.name
     assert meta["description"] == description  # quotes and backslashes survive TOML
     assert meta["authors"][0]["name"] == name
-    assert meta["scripts"][project.name] == f"{package}.cli:main"
+    assert meta["scripts"][project.name] == f"{package}.commands:main"
     config = yaml.safe_load((project / "configs" / "default.yaml").read_text())
     assert config["model"]["network"]["class_path"].startswith(f"{package}.")
     assert json.loads((project / ".cookiecutter.json").read_text())["project_name"] == name

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }}.cli import cli_main
-from {{ cookiecutter.package_name }}.parser import EXPERIMENT_HELP, SUBCOMMAND_HELP
+from {{ cookiecutter.package_name }}.commands import EXPERIMENT_HELP, SUBCOMMAND_HELP
 
 from .conftest import CONFIG, LOGGERS, NO_LOGGER, TRAINERS, logged, newest_output, run
 

@@ -3,8 +3,10 @@ a terminal. DDP has tests/test_distributed.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -13,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CONFIG, LOGGERS, PROJECT, QUICK
+from {{ cookiecutter.package_name }} import commands
+from {{ cookiecutter.package_name }}.commands import EXPERIMENT_HELP, SUBCOMMAND_HELP
+
+from .conftest import CONFIG, LOGGERS, PROJECT, QUICK, ProjectCLI
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 WANDB = [f"--trainer.logger={LOGGERS / 'wandb.yaml'}"]
@@ -34,12 +39,42 @@ def no_credentials(home: Path) -> dict[str, str]:
     }
 
 
-def test_help_lists_every_subcommand() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", PACKAGE, "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    for subcommand in ("fit", "validate", "test", "predict", "tune", "profile"):
-        assert subcommand in out
+# Runs the entry point as `python -m` does, then names the heavy packages it loaded.
+LOADED = """
+import json, runpy, sys
+sys.argv[0] = "prog"
+try:
+    runpy.run_module("{package}", run_name="__main__")
+except SystemExit as stopped:
+    print("exit", stopped.code)
+heavy = ("torch", "lightning", "optuna")
+print("loaded", json.dumps([name for name in heavy if name in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize(
+    "args, unloaded",
+    [(["--help"], {"torch", "lightning", "optuna"}), (["sweep", "--help"], {"torch", "lightning"}),
+     (["cv", "--help"], {"torch", "lightning"})],
+)  # fmt: skip
+def test_the_command_list_and_experiments_help_load_no_deep_learning_stack(args, unloaded):
+    code = LOADED.format(package=PACKAGE)
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert "exit 0" in result.stdout, result.stderr[-2000:]
+    loaded = set(json.loads(result.stdout.rsplit("loaded ", 1)[1]))
+    assert not loaded & unloaded, loaded
+    if args == ["--help"]:  # the full parser's subcommands, no other, each with its line
+        assert commands.subcommands() == list(ProjectCLI.every_subcommand())
+        for subcommand in ProjectCLI.every_subcommand():
+            line = SUBCOMMAND_HELP[subcommand]
+            assert re.search(rf"^  {subcommand} +{re.escape(line)}$", result.stdout, re.M)
+        for experiment, line in EXPERIMENT_HELP.items():
+            assert re.search(rf"^  {experiment} +{re.escape(line)}$", result.stdout, re.M)
+
+
+def test_no_command_prints_the_list_and_fails() -> None:
+    result = subprocess.run([sys.executable, "-m", PACKAGE], capture_output=True, text=True)
+    assert result.returncode == 2 and "commands:" in result.stderr and not result.stdout
 
 
 # Prints the hash of the first training batch after writing the split manifest to argv[3].

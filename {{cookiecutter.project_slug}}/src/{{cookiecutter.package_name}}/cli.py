@@ -23,10 +23,12 @@ from lightning.pytorch.cli import (
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from . import checkpoints, experiments, reports, strategies
-from .callbacks.trial_pruning import PRUNED, in_sweep, pruned
+from . import checkpoints, reports, strategies
+from .callbacks.trial_pruning import in_sweep, pruned
+from .commands import EXPERIMENT_HELP, SUBCOMMAND_HELP, program
 from .data.findings import DataError
-from .parser import EXPERIMENT_HELP, SUBCOMMAND_HELP, EpilogAsWritten, ProjectParser
+from .experiments.study import PRUNED
+from .parser import EpilogAsWritten, ProjectParser
 from .provenance import save_provenance
 from .quiet import silence_library_noise
 from .rundir import (
@@ -267,12 +269,6 @@ class ProjectCLI(LightningCLI):
             print(reports.describe_run(self.run_dir))
 
 
-def program() -> str:
-    """The command as the user typed it: the console script, or ``python -m <package>``."""
-    name = Path(sys.argv[0]).name
-    return f"python -m {__package__}" if name in ("__main__.py", "-c", "") else name
-
-
 def cli_main(args: ArgsType = None) -> ProjectCLI:
     """Parse ``args`` (default: the command line) and run the subcommand; ``args`` is for tests."""
     exported = RUN_DIR_ENV not in os.environ
@@ -297,9 +293,7 @@ def cli_main(args: ArgsType = None) -> ProjectCLI:
 
 
 def main() -> None:
-    """Console script and ``python -m`` entry point."""
-    if len(sys.argv) > 1 and sys.argv[1] in experiments.COMMANDS:
-        raise SystemExit(experiments.run(sys.argv[1], f"{program()} {sys.argv[1]}", sys.argv[2:]))
+    """Run the subcommand on the command line (see ``commands.main``, the entry point)."""
     try:
         cli = cli_main()
     except SIGTERMException as stopped:  # Lightning exits 0 on SIGTERM: a job looks finished

@@ -12,25 +12,6 @@ from typing import NoReturn
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch.cli import LightningArgumentParser
 
-# The subcommand list of ``--help``: Lightning's would be its Trainer docstrings, cut short.
-SUBCOMMAND_HELP = {
-    "fit": "Train, then test the best checkpoint.",
-    "validate": "Evaluate a checkpoint on its validation split.",
-    "test": "Evaluate a checkpoint on its test split.",
-    "predict": "Predict new inputs (default: the test split).",
-    "tune": "Suggest a learning rate (Lightning's LR finder).",
-    "profile": "Check and profile the data, without training.",
-    "benchmark": "Time loading against training: what limits speed.",
-    "export": "Export a checkpoint (ONNX, torch.export), checked.",
-    "serve": "Serve a checkpoint's predictions over HTTP.",
-    "shard": "Write images as LitData shards for streaming.",
-}
-# Commands that run fits in child processes (experiments/), listed below the subcommands.
-EXPERIMENT_HELP = {
-    "sweep": "Search hyperparameters (Optuna), one fit per trial.",
-    "cv": "K-fold cross-validation; out-of-fold predictions, suspect labels.",
-}
-
 
 class EpilogAsWritten(RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """Keeps the lines of the main ``--help``'s epilog (the experiments' list) as written."""

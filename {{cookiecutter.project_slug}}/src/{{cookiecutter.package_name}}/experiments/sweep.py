@@ -28,7 +28,6 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from ..callbacks.trial_pruning import PRUNED, Pruner, open_storage
 from . import confirmation, study_report
 from .launch import (
     PACKAGE,
@@ -42,6 +41,7 @@ from .launch import (
     resume_command,
 )
 from .space import SpaceError, centred_on_lr_finder, overrides, read_space
+from .study import PRUNED, Pruner, open_storage
 
 # What must not change when the same sweep is run again: its trials would not compare.
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
