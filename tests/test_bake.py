@@ -22,6 +22,7 @@ SHARED = {
     "configs/default.yaml",
     "configs/sweep/space.yaml",
     "benchmarks/serve_load.py",
+    "benchmarks/startup.py",
     "slurm/sweep.sbatch",
     "slurm/train.sbatch",
     *(f"configs/logger/{name}.yaml" for name in ("csv", "tensorboard", "wandb")),

@@ -3,6 +3,7 @@ a terminal. DDP has tests/test_distributed.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pty
@@ -183,3 +184,26 @@ def test_wandb_never_prompts_in_a_terminal(tmp_path: Path) -> None:
     assert process.returncode == 0, text[-3000:]
     assert "logging offline" in text
     assert "Enter your choice" not in text
+
+
+def test_the_startup_benchmark_prints_each_command_beside_the_import(
+    monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path
+) -> None:
+    """The script's own loop and table, on its two quickest commands against ``python``
+    doing nothing (the full list would import the stack a dozen times in the suite)."""
+    spec = importlib.util.spec_from_file_location("startup", PROJECT / "benchmarks" / "startup.py")
+    startup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(startup)
+    listed = startup.commands(tmp_path)
+    assert {"--help", "fit --help", "validate (1 batch)"} <= set(listed)
+    assert f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}" in listed["validate (1 batch)"]
+    quick = {"import torch, lightning": [sys.executable, "-c", "pass"]} | {
+        name: listed[name] for name in ("--help", "sweep --help")
+    }
+    monkeypatch.setattr(startup, "commands", lambda run: quick)
+    monkeypatch.setattr(sys, "argv", ["startup.py", "--repeats=2"])
+    startup.main()
+    table = capsys.readouterr().out
+    for name in quick:
+        assert re.search(rf"^{re.escape(name)} +\d+\.\d\d +\d+\.\d\d$", table, re.M), table
+    assert re.search(r"^import torch, lightning +\d+\.\d\d +1\.00$", table, re.M), table
