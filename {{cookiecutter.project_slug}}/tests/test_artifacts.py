@@ -17,9 +17,10 @@ PICTURES = {
     "confusion_matrix",  # test
     "reliability",
     "attributions",
+    "dead_units",
 }
 if "augment" in inspect.signature(datamodule_class()).parameters:  # images
-    PICTURES |= {"profile_samples", "val_predictions"}
+    PICTURES |= {"profile_samples", "val_predictions", "first_layer_filters", "activation_maps"}
 EPOCHS = 2  # QUICK's max_epochs: one validation picture each
 
 
@@ -34,6 +35,8 @@ def test_every_picture_reaches_tensorboard(tmp_path: Path) -> None:
     steps = [event.step for event in events.Images("plots/val_confusion_matrix")]
     assert len(steps) == EPOCHS and steps == sorted(set(steps))  # one per validation, in order
     assert "test/ece" in events.Tags()["scalars"]
+    assert any(tag.startswith("dead_units/") for tag in events.Tags()["scalars"])
+    assert events.Tags()["graph"] and "network" in str(events.Graph())  # the model's graph
 
 
 def test_every_picture_reaches_wandb_offline(tmp_path: Path) -> None:

@@ -196,7 +196,8 @@ def test_lr_auto_without_a_suggestion_is_refused(tmp_path: Path) -> None:
         run("fit", tmp_path, *NO_LOGGER, "--model.lr=auto", "--trainer.fast_dev_run=1")
 
 
-def test_profile_writes_the_report_without_training(tmp_path: Path, capsys) -> None:
+def test_profile_writes_the_report_without_training(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
     cli = run("profile", tmp_path, *NO_LOGGER)
     report = json.loads((cli.run_dir / "profile.json").read_text())
     assert report["dataset"]["samples"] == len(cli.datamodule.prepared.ids)
@@ -205,7 +206,11 @@ def test_profile_writes_the_report_without_training(tmp_path: Path, capsys) -> N
         assert finding["severity"] in {"info", "warning", "error"}
     assert (cli.run_dir / "plots" / "profile_class_balance.png").stat().st_size > 0
     assert (cli.run_dir / "split_manifest.csv").is_file()
-    assert "Data profile" in capsys.readouterr().out  # the same findings, as a table
+    printed = capsys.readouterr().out
+    table = printed[printed.index("Data profile (") :]
+    assert max(len(line.rstrip()) for line in table.splitlines()) <= 80
+    words = " ".join(table.split())  # each message whole, however it wrapped
+    assert all(" ".join(f["message"].split()) in words for f in report["findings"])
     assert cli.trainer.global_step == 0 and not (cli.run_dir / "checkpoints").exists()
 
 

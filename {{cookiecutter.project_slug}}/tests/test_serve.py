@@ -10,6 +10,7 @@ import contextlib
 import csv
 import io
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -259,6 +260,24 @@ def test_http_answers_as_predict_does(server: Server, fitted, tmp_path: Path) ->
         assert prediction["label"] == row["predicted"]
         for name, p in prediction["probabilities"].items():
             assert p == pytest.approx(float(row[name]), abs=1e-6)
+
+
+def test_the_readmes_first_request_is_answered(server: Server, fitted, tmp_path: Path) -> None:
+    """The README's "embedded data" commands, run as written: the file they make, posted as
+    their ``curl`` posts it, gets a prediction."""
+    section = (PROJECT / "README.md").read_text().split("## The embedded data")[1]
+    make, curl = section.split("```bash\n")[1].split("```")[0].strip().splitlines()
+    make = make.replace("python ", f"{shlex.quote(sys.executable)} ", 1)  # this venv's
+    subprocess.run(make, shell=True, cwd=tmp_path, check=True)
+    name = re.search(r"@(\S+)", curl).group(1)
+    content = (tmp_path / name).read_bytes()
+    if " -F " in curl:
+        answer = server.client.post("/predict", files=[("file", (name, content, "image/png"))])
+    else:
+        headers = {"content-type": "application/json"}
+        answer = server.client.post("/predict", content=content, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0]["label"] in fitted.datamodule.class_names
 
 
 @pytest.mark.parametrize("problem", WIRE.PROBLEMS)

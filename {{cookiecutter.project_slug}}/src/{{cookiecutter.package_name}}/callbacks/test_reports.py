@@ -9,13 +9,14 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .. import attribution, evaluation, reports
+from .. import attribution, evaluation, insides, reports
 from ..strategies import holds_whole_model
 
 
 class TestReports(L.Callback):
     """``test_metrics.json``, the confusion matrix, per-class metrics, the reliability diagram,
-    per-group metrics (when the data names groups) and attributions of a few test samples.
+    per-group metrics (when the data names groups), attributions of a few test samples and
+    what the network does inside (``insides``: dead units, filters, activation maps).
 
     Args:
         dirpath: Where they go; None: the trainer's ``default_root_dir``. The command line
@@ -52,6 +53,7 @@ class TestReports(L.Callback):
             reports.publish_figure(figure, out / "plots" / "reliability.png", trainer.loggers)
         if holds_whole_model(trainer.strategy) and datamodule is not None:
             attribution.explain(pl_module, datamodule, out, trainer.loggers)
+            insides.inspect(pl_module, datamodule, out, trainer.loggers)
         print("Test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
         print(f"Test reports: {out.resolve()}")
 

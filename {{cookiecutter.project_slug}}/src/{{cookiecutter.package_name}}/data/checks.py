@@ -28,7 +28,7 @@ def class_imbalance(train_labels: np.ndarray, class_names: Sequence[str], action
     """How unevenly the training split covers the classes; a warning at ``IMBALANCE_RATIO``."""
     counts = np.bincount(train_labels, minlength=len(class_names))
     ratio = counts.max() / max(counts.min(), 1)
-    shares = ", ".join(f"{name} {count}" for name, count in zip(class_names, counts, strict=True))
+    shares = ", ".join(f"{name}: {count}" for name, count in zip(class_names, counts, strict=True))
     if ratio < IMBALANCE_RATIO:
         return Finding("class_imbalance", "info", "dataset", f"training counts: {shares}")
     return Finding(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 Severity = Literal["info", "warning", "error"]
@@ -79,23 +80,26 @@ def save_profile(path: Path, dataset: Mapping[str, Any], findings: list[Finding]
 
 
 def print_findings(findings: list[Finding], console: Console | None = None) -> None:
-    """The findings as a table, a few rows per check, warnings and errors first."""
+    """The findings, warnings and errors first, a few per check. One finding is a heading
+    (severity, check, subject, action) over its message, so that the message has the whole
+    width and stays readable in an 80-column terminal."""
     console = console or Console()
     if not findings:
         console.print("Data profile: no findings.")
         return
     order = {"error": 0, "warning": 1, "info": 2}
-    table = Table(title="Data profile", title_justify="left")
-    for column in ("severity", "check", "subject", "message", "action"):
-        table.add_column(column, overflow="fold")
+    table = Table.grid(padding=(0, 1))
+    table.add_column("severity", no_wrap=True)
+    table.add_column("finding", overflow="fold")
     shown: Counter[str] = Counter()
     total = Counter(f.check for f in findings)
     for finding in sorted(findings, key=lambda f: order[f.severity]):
         shown[finding.check] += 1
         if shown[finding.check] <= SHOWN_PER_CHECK:
-            row = (finding.severity, finding.check, finding.subject, finding.message)
-            table.add_row(*row, finding.action)
+            heading = f"[bold]{finding.check}[/bold] · {escape(finding.subject)} → {finding.action}"
+            table.add_row(finding.severity, f"{heading}\n{escape(finding.message)}")
         elif shown[finding.check] == SHOWN_PER_CHECK + 1:
             more = total[finding.check] - SHOWN_PER_CHECK
-            table.add_row("", finding.check, f"... and {more} more", "see profile.json", "")
+            table.add_row("", f"[bold]{finding.check}[/bold]: {more} more in profile.json")
+    console.print(f"Data profile ({len(findings)} findings)")
     console.print(table)
