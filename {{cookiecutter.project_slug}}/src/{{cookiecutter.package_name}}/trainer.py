@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import matplotlib.pyplot as plt
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -19,7 +20,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.tuner import Tuner
 
 from . import benchmark as bench
-from . import checkpoints
+from . import checkpoints, lr_rules
 from . import export as exporter
 from .callbacks import GradientMonitor
 from .data.base import CheckedDataModule
@@ -107,14 +108,19 @@ class Trainer(L.Trainer):
         min_lr: float = 1e-6,
         max_lr: float = 1.0,
         num_training: int = 100,
+        rule: lr_rules.Rule = "valley",
     ) -> float | None:
         """Find a learning rate with Lightning's LR finder; save its plot and its figures
-        (``lr_finder.json``) in the run directory. ``fit --model.lr auto`` runs it first.
+        (``lr_finder.json``, every rule's suggestion) in the run directory. ``fit --model.lr
+        auto`` runs it first.
 
         Args:
             min_lr: Smallest learning rate tried.
             max_lr: Largest learning rate tried.
             num_training: Number of learning rates tried, one batch each.
+            rule: How the rate is read off the curve (``lr_rules``): the middle of the
+                longest fall (``valley``), the steepest fall per decade (``steepest``) or a
+                tenth of the rate at the lowest loss (``minimum_over_10``).
         """
         if getattr(model, "lr", None) == "auto":
             model.lr = min_lr  # a number to build the optimizer; the finder sets every rate
@@ -124,22 +130,41 @@ class Trainer(L.Trainer):
         try:
             finder = Tuner(self).lr_find(
                 model, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
-                num_training=num_training,
+                num_training=num_training, update_attr=False,
             )  # fmt: skip
         finally:
             self.fit_loop.max_epochs = max_epochs
-        suggestion = finder.suggestion() if finder is not None else None
-        if finder is not None and self.is_global_zero:
-            run_dir = Path(self.default_root_dir)
-            plot = run_dir / "plots" / "lr_finder.png"
-            plot.parent.mkdir(parents=True, exist_ok=True)
-            finder.plot(suggest=True).savefig(plot)
-            tried = {"lr": finder.results["lr"], "loss": finder.results["loss"]}
-            figures = {"suggestion": suggestion, "min_lr": min_lr, "max_lr": max_lr, **tried}
-            (run_dir / "lr_finder.json").write_text(json.dumps(figures, indent=2) + "\n")
-            print(f"LR finder plot: {plot}")
-            print(f"Suggested learning rate: {suggestion} (use it with --model.lr {suggestion})")
+        if finder is None:
+            return None
+        tried = {"lr": finder.results["lr"], "loss": finder.results["loss"]}
+        rules = lr_rules.suggestions(tried["lr"], tried["loss"]) | {
+            "lightning": finder.suggestion()
+        }
+        suggestion = rules[rule]
+        if suggestion is not None:
+            model.lr = suggestion
+        if self.is_global_zero:
+            self.save_lr_finder(finder, rules, rule, {"min_lr": min_lr, "max_lr": max_lr, **tried})
         return suggestion
+
+    def save_lr_finder(self, finder, rules: dict, rule: str, figures: dict) -> None:
+        """``plots/lr_finder.png`` with each rule's rate marked, and ``lr_finder.json``."""
+        run_dir = Path(self.default_root_dir)
+        plot = run_dir / "plots" / "lr_finder.png"
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        figure = finder.plot(suggest=False)
+        for name, lr in rules.items():
+            if lr is not None:
+                width, style = (2, "-") if name == rule else (1, ":")
+                figure.axes[0].axvline(lr, lw=width, ls=style, color="tab:red", label=name)
+        figure.axes[0].legend(fontsize=7)
+        figure.savefig(plot)
+        plt.close(figure)
+        suggestion = rules[rule]
+        report = {"suggestion": suggestion, "rule": rule, "rules": rules, **figures}
+        (run_dir / "lr_finder.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"LR finder plot: {plot}")
+        print(f"Suggested learning rate ({rule}): {suggestion} (use it: --model.lr {suggestion})")
 
     def profile(self, model: L.LightningModule, datamodule: CheckedDataModule) -> None:
         """Check the data without training: ``profile.json``, pictures, split manifest.
