@@ -83,10 +83,11 @@ class PhaseTimer(L.Callback):
         self.phases.start()
 
 
-def table(a: dict[str, float], b: dict[str, float]) -> str:
-    """A's and B's phases one under the other, with each one's total."""
+def table(a: dict[str, float], b: dict[str, float], labels: tuple[str, str] = ("A", "B")) -> str:
+    """Two runs' phases one under the other, with each one's total."""
     lines = []
-    for run, medians, names in (("A", a, A_PHASES), ("B", b, B_PHASES)):
+    for run, medians in zip(labels, (a, b), strict=True):
+        names = A_PHASES if set(medians) <= set(A_PHASES) else B_PHASES
         for key, what in names.items():
             if key in medians:
                 lines.append(f"{run}  {what:<58}{medians[key]:>7.2f} ms")

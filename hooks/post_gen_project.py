@@ -12,6 +12,7 @@ PACKAGE = "src/{{ cookiecutter.package_name }}"
 TASK_FILES = {
     "image_classification": [
         f"{PACKAGE}/data/augment.py",
+        f"{PACKAGE}/data/device_path.py",
         f"{PACKAGE}/data/image.py",
         f"{PACKAGE}/data/image_cache.py",
         f"{PACKAGE}/data/image_checks.py",

@@ -127,6 +127,7 @@ SHARED = {
 TASK = {
     "image_classification": {
         "src/my_project/data/augment.py",
+        "src/my_project/data/device_path.py",
         "src/my_project/data/image.py",
         "src/my_project/data/image_cache.py",
         "src/my_project/data/image_checks.py",

@@ -20,7 +20,7 @@ from .conftest import LOGGERS, NO_LOGGER, TRAINERS, run
 # Where this task's batches can come from, with the fastest switches of its data and model.
 {%- if cookiecutter.task == "image_classification" %}
 SWITCHES = {
-    "host-batches": ["--data.augment_on_device=true", "--model.channels_last=true"],
+    "host-batches": ["--data.resident=false", "--data.augment_on_device=true"],
     "resident-split": ["--data.resident=true", "--model.channels_last=true"],
 }
 SYNC_BATCH = 32  # 40 steps of the digits

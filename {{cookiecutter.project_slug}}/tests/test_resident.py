@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.data.device_path import choose
 from {{ cookiecutter.package_name }}.data.findings import DataError
 from {{ cookiecutter.package_name }}.data.image import ImageDataModule
 from {{ cookiecutter.package_name }}.data.resident import check_fits
@@ -60,3 +61,50 @@ def test_fit_trains_from_a_resident_split(tmp_path: Path) -> None:
     assert cli.trainer.datamodule.resident_split.tensors is not None
     saved = json.loads((Path(cli.trainer.default_root_dir) / "loader.json").read_text())
     assert saved["resident"] is True
+
+
+GIB = 2**30
+CUDA = torch.device("cuda:0")
+
+
+@pytest.mark.parametrize(
+    ("device", "free", "resident", "on_device"),
+    [
+        (CUDA, 8 * GIB, True, True),  # fits in half the free memory: resident, augmented there
+        (CUDA, 1.5 * GIB, False, False),  # too large: workers load and augment
+        (torch.device("cpu"), None, False, False),  # no GPU: nothing to gain
+    ],
+)
+def test_auto_keeps_the_split_on_a_gpu_when_it_fits(device, free, resident, on_device) -> None:
+    path = choose("auto", "auto", device, needed=1 * GIB, free=free)
+    assert (path.resident, path.augment_on_device) == (resident, on_device)
+    assert path.reason.startswith("resident auto: ")
+
+
+def test_a_configured_choice_is_kept_whatever_the_device() -> None:
+    assert choose(False, "auto", CUDA, needed=1, free=8 * GIB).resident is False
+    forced = choose(False, True, torch.device("cpu"), needed=1, free=None)
+    assert (forced.resident, forced.augment_on_device) == (False, True)
+    assert choose(True, False, CUDA, needed=1, free=8 * GIB).augment_on_device  # resident: there
+
+
+def test_a_default_cpu_fit_says_what_it_chose_and_why(tmp_path: Path) -> None:
+    cli = run("fit", tmp_path, *NO_LOGGER)
+    saved = json.loads((Path(cli.trainer.default_root_dir) / "loader.json").read_text())
+    assert saved["resident"] is False and saved["augment_on_device"] is False
+    assert "resident auto: training on cpu" in saved["device_path"]
+    datamodule = cli.trainer.datamodule
+    assert datamodule.train_transform is not None and datamodule.device_augment is None
+    assert cli.model.channels_last is False  # auto: convolutions on a CUDA GPU only
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_default_gpu_fit_keeps_the_digits_on_the_gpu_in_nhwc(tmp_path: Path) -> None:
+    gpu = ["--trainer.accelerator=gpu", "--trainer.precision=bf16-mixed"]
+    cli = run("fit", tmp_path, *NO_LOGGER, *gpu)
+    saved = json.loads((Path(cli.trainer.default_root_dir) / "loader.json").read_text())
+    assert saved["resident"] is True and saved["augment_on_device"] is True
+    assert cli.trainer.datamodule.resident_split.tensors[0].device.type == "cuda"
+    assert cli.model.channels_last is True
+    conv = next(m for m in cli.model.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
@@ -75,7 +76,7 @@ class Classifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: ScheduleFactory | None = OneCycle,
         label_smoothing: ClosedUnitInterval = 0.0,
-        channels_last: bool = False,
+        channels_last: bool | Literal["auto"] = "auto",
         compile: bool | CompileMode = False,
     ) -> None:
         """
@@ -90,7 +91,8 @@ class Classifier(L.LightningModule):
                 None keeps ``lr`` constant.
             label_smoothing: Cross-entropy label smoothing, 0 to disable.
             channels_last: Keep images and convolution weights in NHWC layout, which the GPU's
-                tensor cores run fastest (mixed precision on Volta or newer).
+                tensor cores run fastest (mixed precision on Volta or newer); "auto": for a
+                network with convolutions trained on a CUDA GPU.
             compile: Compile the forward pass and the loss with ``torch.compile`` (the first
                 steps are slower); a mode name instead of true picks the mode:
                 "reduce-overhead" replays CUDA graphs, for GPUs that finish a step before
@@ -109,9 +111,9 @@ class Classifier(L.LightningModule):
         self.register_buffer("class_weights", torch.ones(num_classes))
         self.weighted_loss = True  # until a stage starts and sees whether the weights differ
         self.network = network(input_shape, num_classes)
-        self.channels_last = channels_last
-        if channels_last:
-            self.network.to(memory_format=torch.channels_last)
+        self.channels_last = False
+        if channels_last is True:
+            self.use_channels_last()
         # Raw inputs to loss as one compiled function, so preprocessing and the loss join the
         # network's graph. The module itself stays uncompiled (checkpoints keep plain names),
         # and the function unbound (a copy of the module calls it with itself).
@@ -134,7 +136,17 @@ class Classifier(L.LightningModule):
         self.test_calibration = CalibrationBins(n_bins=15)
         self.test_groups: GroupConfusion | None = None  # when the data names groups
 
+    def use_channels_last(self) -> None:
+        self.channels_last = True
+        self.network.to(memory_format=torch.channels_last)
+
     def setup(self, stage: str) -> None:
+        convolutional = any(isinstance(m, nn.Conv2d) for m in self.network.modules())
+        on_gpu = self.trainer.strategy.root_device.type == "cuda"
+        automatic = self.hparams.channels_last == "auto" and not self.channels_last
+        if automatic and convolutional and on_gpu:
+            self.use_channels_last()
+            rank_zero_info("Memory layout: channels_last (auto: convolutions on a CUDA GPU)")
         datamodule = self.trainer.datamodule
         if stage == "fit" and hasattr(datamodule, "train_statistics"):
             # Resuming restores the same buffers from the checkpoint after this.

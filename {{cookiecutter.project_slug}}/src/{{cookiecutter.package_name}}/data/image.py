@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from . import image_sources
+from . import device_path, image_sources
 from .augment import training_augmentation
 from .base import CheckedDataModule, InputError, Prepared
 from .checks import (
@@ -31,6 +31,7 @@ from .checks import (
     imbalance_remedy,
     within_split_duplicates,
 )
+from .device_path import Auto
 from .findings import Finding, nothing_usable
 from .groups import UNMAPPED, groups_of, read_group_mapping
 from .image_cache import ImageTensorDataset, decode_cached
@@ -50,6 +51,8 @@ from .loading import BatchSize, Fraction, GroupSize, LoaderSettings, Prefetch, W
 from .manifest import fingerprint
 from .resident import ResidentSplit, SampleIndices
 from .split import SPLITS, assign_splits, fold_splits
+
+CPU = torch.device("cpu")
 
 # Torchvision datasets of digits and letters: a mirrored glyph is another glyph or none.
 GLYPH_DATASETS = {"MNIST", "EMNIST", "KMNIST", "QMNIST", "SVHN", "USPS", "Omniglot"}
@@ -99,8 +102,8 @@ class ImageDataModule(CheckedDataModule):
         fold: int | None = None,
         batch_size: BatchSize = 64,
         augment: bool = True,
-        augment_on_device: bool = False,
-        resident: bool = False,
+        augment_on_device: Auto = "auto",
+        resident: Auto = "auto",
         rotation_degrees: float = 10.0,  # digits tilt a little when written; more confuses 6/9
         translate: float = 0.1,  # fraction of the image: ~1 pixel at 8x8
         crop_padding: int = 0,
@@ -153,10 +156,13 @@ class ImageDataModule(CheckedDataModule):
             augment: Random jitter of training images (never of val/test/predict).
             augment_on_device: Augment whole batches on the GPU after the transfer instead of
                 each image in the loader, where the CPU would starve the GPU; same
-                distribution either way.
+                distribution either way. "auto": on the device when the split is resident,
+                else in the workers (``data.device_path`` has the measurements).
             resident: Hold the training images in the accelerator's memory and gather each
                 batch there: no loader workers or host copies in the step. For data that fits
                 (at most half the free device memory); augmentation then runs on the device.
+                "auto": when training on a CUDA GPU and the split fits. What was chosen and
+                why: ``loader.json``.
             rotation_degrees: Largest random rotation.
             translate: Largest random shift, as a fraction of the image size.
             crop_padding: Zero-pad by this many pixels, then crop back at random (photos: 4).
@@ -186,11 +192,32 @@ class ImageDataModule(CheckedDataModule):
         self.channels, self.rules, self.max_pixels = channels, rules, max_pixels
         self.near_duplicate_distance = near_duplicate_distance
         self.cache_dir = cache_dir
-        self.resident = resident
+        self.options = {"resident": resident, "augment_on_device": augment_on_device}
         flip = self.shows_photos() if horizontal_flip is None else horizontal_flip
+        self.jitter = (augment, rotation_degrees, translate, crop_padding, flip)
+        # Until a trainer's device decides "auto": off, as on the CPU.
+        self.batch_path = device_path.choose(resident, augment_on_device, CPU, 0, None)
+        self.use_device_path(self.batch_path)
+
+    @property
+    def resident(self) -> bool:
+        return self.batch_path.resident
+
+    def use_device_path(self, path: device_path.DevicePath) -> None:
+        self.batch_path = path
         self.augmentation, self.device_augment, self.train_transform = training_augmentation(
-            augment, augment_on_device or resident, rotation_degrees, translate, crop_padding, flip
+            self.jitter[0], path.augment_on_device, *self.jitter[1:]
         )
+        if "prepared" in self.__dict__:  # the training set is built: swap its transform
+            self.prepared.datasets["train"].transform = self.train_transform
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+            needed = self.resident_split.nbytes
+            self.use_device_path(device_path.choose(*self.options.values(), device, needed, free))
+        super().setup(stage)
 
     def shows_photos(self) -> bool:
         """Whether mirrored images are still valid samples (not digits or letters)."""
@@ -214,7 +241,11 @@ class ImageDataModule(CheckedDataModule):
 
     @property
     def loader_settings(self) -> LoaderSettings:
-        return replace(super().loader_settings, resident=self.resident)
+        path = self.batch_path
+        return replace(
+            super().loader_settings, resident=path.resident,
+            augment_on_device=path.augment_on_device, device_path=path.reason,
+        )  # fmt: skip
 
     @cached_property
     def resident_split(self) -> ResidentSplit:

@@ -38,6 +38,8 @@ class LoaderSettings:
     prefetch_factor: int | None
     reason: str
     resident: bool = False  # training batches gathered on the device, not from workers
+    augment_on_device: bool = False  # whole batches augmented after the transfer
+    device_path: str = ""  # why those two (images)
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``DataLoader``: PyTorch rejects ``persistent_workers`` and
@@ -61,7 +63,7 @@ class LoaderSettings:
         )
         if self.resident:
             line += "; the training split is resident on the device, batches gathered there"
-        return line
+        return line + (f"\nData path: {self.device_path}" if self.device_path else "")
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
