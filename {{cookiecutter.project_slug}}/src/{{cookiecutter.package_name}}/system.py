@@ -33,6 +33,7 @@ from .evaluation import (
 )
 from .preprocessing import Standardize
 from .schedulers import OneCycle, ScheduleFactory
+from .strategies import holds_whole_model
 
 # This class overrides configure_gradient_clipping for FSDP and bf16; under DeepSpeed the
 # override steps aside and the engine clips by gradient_clip_val, so the warning is moot.
@@ -144,7 +145,9 @@ class Classifier(L.LightningModule):
         convolutional = any(isinstance(m, nn.Conv2d) for m in self.network.modules())
         on_gpu = self.trainer.strategy.root_device.type == "cuda"
         automatic = self.hparams.channels_last == "auto" and not self.channels_last
-        if automatic and convolutional and on_gpu:
+        # Not under FSDP or DeepSpeed: a fused optimizer there refuses NHWC shards.
+        whole = holds_whole_model(self.trainer.strategy)
+        if automatic and convolutional and on_gpu and whole:
             self.use_channels_last()
             rank_zero_info("Memory layout: channels_last (auto: convolutions on a CUDA GPU)")
         datamodule = self.trainer.datamodule
