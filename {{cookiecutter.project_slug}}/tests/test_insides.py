@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -50,15 +49,19 @@ def test_activation_maps_are_the_named_samples_own(fitted) -> None:
 def test_planted_dead_units_are_counted(fitted) -> None:
     """Two units of the first ReLU layer made never to fire (zero weights, negative bias in the
     layer before it) are counted dead."""
-    model = copy.deepcopy(fitted.model).eval()
+    model = fitted.model.eval()
     modules = list(model.network.named_modules())
     first = next(i for i, (_, m) in enumerate(modules) if isinstance(m, nn.ReLU))
     before = next(m for _, m in reversed(modules[:first]) if getattr(m, "bias", None) is not None)
     collate = getattr(fitted.datamodule, "collate_fn", None)
     loader = DataLoader(fitted.datamodule.dataset("val"), batch_size=256, collate_fn=collate)
     healthy = dead_units(model, loader)
-    with torch.no_grad():
-        before.weight[:2] = 0
-        before.bias[:2] = -1
-    planted = dead_units(model, loader)
+    kept = before.weight[:2].clone(), before.bias[:2].clone()
+    try:
+        with torch.no_grad():
+            before.weight[:2], before.bias[:2] = 0, -1
+        planted = dead_units(model, loader)
+    finally:
+        with torch.no_grad():  # the shared fit's model, as the other tests read it
+            before.weight[:2], before.bias[:2] = kept
     assert planted[0]["dead"] >= max(2, healthy[0]["dead"])

@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from .attribution import first_test_samples
 from .reports import labelled_mosaic, publish_figure
 from .system import Classifier
 
@@ -122,22 +123,21 @@ def inspect(model: Classifier, datamodule, run_dir: Path, loggers: Sequence = ()
     report: dict = {}
     plots = run_dir / "plots"
     collate = getattr(datamodule, "collate_fn", None)
-    if len(validation := datamodule.dataset("val")):
+    # Streamed shards keep no validation split in memory: no dead-unit count for them.
+    if len(validation := datamodule.prepared.datasets.get("val", [])):
         loader = DataLoader(validation, batch_size=256, collate_fn=collate)
         report["dead_units"] = rows = dead_units(model, loader)
         publish_figure(dead_units_figure(rows), plots / "dead_units.png", loggers)
         for logger in loggers:
             logger.log_metrics({f"dead_units/{row['layer']}": row["dead_share"] for row in rows})
-    data = datamodule.prepared
-    ids = [i for i, split in zip(data.ids, data.splits, strict=True) if split == "test"]
-    x = datamodule.inputs_of(ids[:SAMPLES]) if ids else None
+    x, ids = first_test_inputs(datamodule)
     if (conv := first_conv(model.network)) is not None:
         name, layer = conv
         report["first_layer_filters"] = {"layer": name, "shape": list(layer.weight.shape)}
         figure = filters_figure(name, layer.weight)
         publish_figure(figure, plots / "first_layer_filters.png", loggers)
     if x is not None and (maps := spatial_activations(model, x)):
-        report["activation_maps"] = strongest_channels(maps, ids[:SAMPLES])
+        report["activation_maps"] = strongest_channels(maps, ids)
         figure = activations_figure(x, report["activation_maps"], maps)
         publish_figure(figure, plots / "activation_maps.png", loggers)
     if x is not None:
@@ -147,6 +147,18 @@ def inspect(model: Classifier, datamodule, run_dir: Path, loggers: Sequence = ()
     dead = ", ".join(f"{r['layer']} {r['dead']}/{r['units']}" for r in report.get("dead_units", []))
     print(f"Dead units on the validation split: {dead or 'no ReLU layers'}; see {path}")
     return path
+
+
+def first_test_inputs(datamodule) -> tuple[Tensor | None, list[str]]:
+    """The first ``SAMPLES`` test inputs and their ids (streamed shards: their positions)."""
+    data = datamodule.prepared
+    if not hasattr(data, "ids"):
+        if not len(data.datasets["test"]):
+            return None, []
+        x, _ = first_test_samples(datamodule, SAMPLES)
+        return x, [f"test/{i}" for i in range(len(x))]
+    ids = [i for i, split in zip(data.ids, data.splits, strict=True) if split == "test"]
+    return (datamodule.inputs_of(ids[:SAMPLES]), ids[:SAMPLES]) if ids else (None, [])
 
 
 def strongest_channels(maps: Mapping[str, Tensor], ids: Sequence[str]) -> list[dict]:
