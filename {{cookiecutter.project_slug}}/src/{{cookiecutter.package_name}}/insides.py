@@ -144,8 +144,10 @@ def inspect(model: Classifier, datamodule, run_dir: Path, loggers: Sequence = ()
         log_graph(model, x, loggers)
     path = run_dir / "network_insides.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    dead = ", ".join(f"{r['layer']} {r['dead']}/{r['units']}" for r in report.get("dead_units", []))
-    print(f"Dead units on the validation split: {dead or 'no ReLU layers'}; see {path}")
+    if "dead_units" in report:
+        rows = report["dead_units"]
+        dead = ", ".join(f"{r['layer']} {r['dead']}/{r['units']}" for r in rows) or "no ReLU"
+        print(f"Dead units on the validation split: {dead}; see {path}")
     return path
 
 
