@@ -192,9 +192,12 @@ class ImageDataModule(CheckedDataModule):
         self.channels, self.rules, self.max_pixels = channels, rules, max_pixels
         self.near_duplicate_distance = near_duplicate_distance
         self.cache_dir = cache_dir
-        self.options = {"resident": resident, "augment_on_device": augment_on_device}
+        self.path_options = {"resident": resident, "augment_on_device": augment_on_device}
         flip = self.shows_photos() if horizontal_flip is None else horizontal_flip
-        self.jitter = (augment, rotation_degrees, translate, crop_padding, flip)
+        self.jitter = {
+            "augment": augment, "rotation_degrees": rotation_degrees, "translate": translate,
+            "crop_padding": crop_padding, "horizontal_flip": flip,
+        }  # fmt: skip
         # Until a trainer's device decides "auto": off, as on the CPU.
         self.batch_path = device_path.choose(resident, augment_on_device, CPU, 0, None)
         self.use_device_path(self.batch_path)
@@ -206,7 +209,7 @@ class ImageDataModule(CheckedDataModule):
     def use_device_path(self, path: device_path.DevicePath) -> None:
         self.batch_path = path
         self.augmentation, self.device_augment, self.train_transform = training_augmentation(
-            self.jitter[0], path.augment_on_device, *self.jitter[1:]
+            on_device=path.augment_on_device, **self.jitter
         )
         if "prepared" in self.__dict__:  # the training set is built: swap its transform
             self.prepared.datasets["train"].transform = self.train_transform
@@ -216,7 +219,8 @@ class ImageDataModule(CheckedDataModule):
             device = self.trainer.strategy.root_device
             free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
             needed = self.resident_split.nbytes
-            self.use_device_path(device_path.choose(*self.options.values(), device, needed, free))
+            path = device_path.choose(**self.path_options, device=device, needed=needed, free=free)
+            self.use_device_path(path)
         super().setup(stage)
 
     def shows_photos(self) -> bool:
