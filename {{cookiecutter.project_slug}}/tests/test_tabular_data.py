@@ -188,6 +188,51 @@ def test_time_split_trains_on_the_past(tmp_path: Path, table: pd.DataFrame) -> N
     assert [f.severity for f in leaking] == ["info", "error"] and "row c" in leaking[1].message
 
 
+def split_values(datamodule: TabularDataModule, column: pd.Series) -> dict[str, set]:
+    """The values of ``column`` (indexed by row id) that each split holds."""
+    data = datamodule.prepared
+    return {
+        split: {column[int(i)] for i, s in zip(data.ids, data.splits, strict=True) if s == split}
+        for split in ("train", "val", "test")
+    }
+
+
+def test_a_time_split_cuts_between_times_never_inside_one(
+    tmp_path: Path, table: pd.DataFrame
+) -> None:
+    """Rows of one year all train, all validate or all test: a cut inside a year would test
+    on the year the model trained on."""
+    table["year"] = np.random.default_rng(0).integers(2001, 2011, len(table))
+    years = split_values(module(tmp_path, table, time_column="year"), table["year"])
+    assert max(years["train"]) < min(years["val"]) and max(years["val"]) < min(years["test"])
+
+    table["year"] = np.where(np.arange(len(table)) < 500, 2001, 2002)
+    with pytest.raises(DataError, match="2 distinct times can't be cut into 3 parts"):
+        _ = module(tmp_path, table, time_column="year").prepared
+    same_time = time_order(np.array([1, 2, 2, 3]), ["train", "train", "val", "test"], list("abcd"))
+    assert [f.severity for f in same_time] == ["info", "error"] and "row b" in same_time[1].message
+
+
+def test_a_year_column_under_a_random_split_is_a_time(tmp_path: Path, table: pd.DataFrame) -> None:
+    table["Year"] = np.random.default_rng(0).integers(2001, 2011, len(table))
+    table["YearBuilt"] = table["Year"] - 30  # a feature named for a year, not the rows' time
+    datamodule = module(tmp_path, table)
+    message = the_finding(datamodule, "timestamp_column", "warning", "Year")
+    assert "--data.init_args.time_column Year" in message
+    assert [f.subject for f in found(datamodule, "timestamp_column")] == ["Year"]
+
+
+def test_labels_that_move_with_time_are_flagged(tmp_path: Path, table: pd.DataFrame) -> None:
+    """A relabelling over time (the later rows' labels mostly one class) is named; labels
+    that keep their balance over time are not."""
+    table["visit_date"] = dates(len(table), seed=0)  # the file's rows in a random order
+    assert not found(module(tmp_path, table), "label_shift")
+    table.loc[table["visit_date"] > "2021-02-01", "diagnosis"] = "benign"  # the latest ~30 %
+    datamodule = module(tmp_path, table)
+    message = the_finding(datamodule, "label_shift", "warning", "visit_date")
+    assert "benign 100%" in message and "--data.init_args.time_column visit_date" in message
+
+
 def test_unparseable_times_are_named(tmp_path: Path, table: pd.DataFrame) -> None:
     table["visit_date"] = dates(len(table))
     table.loc[4, "visit_date"] = "someday"

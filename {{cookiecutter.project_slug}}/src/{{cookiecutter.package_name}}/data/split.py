@@ -156,19 +156,45 @@ def assign_splits(
     return splits
 
 
+def time_cuts(ordered: np.ndarray, targets: Sequence[int]) -> list[int]:
+    """Each target position in the sorted ``ordered`` times moved to the nearest place
+    between two different times (leaving places for the cuts after it), so that rows of one
+    timestamp (a day, a year) never sit on both sides of a cut. Equal targets stay equal
+    (an empty part); a part asked for gets at least one timestamp, or a DataError says
+    there are too few distinct times."""
+    n = len(ordered)
+    edges = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    wanted = [0 < t < n and (i == 0 or t != targets[i - 1]) for i, t in enumerate(targets)]
+    cuts: list[int] = []
+    for i, target in enumerate(targets):
+        floor = cuts[-1] if cuts else 0
+        if not wanted[i]:
+            cuts.append(min(max(target, floor), n))
+            continue
+        later = sum(wanted[i + 1 :])
+        options = edges[edges > floor]
+        options = options[: max(len(options) - later, 0)]
+        if not len(options):
+            raise DataError(
+                f"{len(edges) + 1} distinct times can't be cut into {len(targets) + 1} parts "
+                "without splitting the rows of one time: use fewer parts or finer times"
+            )
+        cuts.append(int(options[np.argmin(np.abs(options - target))]))
+    return cuts
+
+
 def time_split(
     times: np.ndarray, val_fraction: float, test_fraction: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, val, test) by time: the latest rows test, the ones before them validation.
-
-    No training row is later than any validation or test row; rows with equal times may
-    straddle a boundary (not later, so no look-ahead).
-    """
+    """(train, val, test) by time: the latest rows test, the ones before them validation,
+    each cut between two different times (see :func:`time_cuts`): every training row is
+    earlier than every validation row, and every validation row than every test row."""
     check_fractions(val_fraction, test_fraction)
     order = np.argsort(times, kind="stable")
     n = len(order)
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    train, val, test = np.split(order, [n - n_test - n_val, n - n_test])
+    cuts = time_cuts(times[order], [n - n_test - n_val, n - n_test])
+    train, val, test = np.split(order, cuts)
     return np.sort(train), np.sort(val), np.sort(test)
 
 
@@ -194,13 +220,15 @@ def pool_folds(
 
     Stratified and seeded (StratifiedKFold); of whole groups with ``groups``
     (StratifiedGroupKFold); with ``times``, forward chaining: the pool in time order is cut
-    into ``folds`` + 1 equal blocks, block k + 1 is fold k, and the first block, -1 here, is
-    trained on in every fold and validated in none.
+    into ``folds`` + 1 blocks, as equal as whole timestamps allow; block k + 1 is fold k,
+    and the first block, -1 here, is trained on in every fold and validated in none.
     """
     if times is not None:
         order = np.argsort(times, kind="stable")
+        sizes = [len(part) for part in np.array_split(order, folds + 1)]
+        cuts = time_cuts(times[order], np.cumsum(sizes)[:-1].tolist())
         held = np.empty(len(times), dtype=int)
-        for block, part in enumerate(np.array_split(order, folds + 1)):
+        for block, part in enumerate(np.split(order, cuts)):
             held[part] = block - 1
         return held
     zeros = np.zeros(len(labels))

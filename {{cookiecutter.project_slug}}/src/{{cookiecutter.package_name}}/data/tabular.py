@@ -37,8 +37,10 @@ from .table_checks import (
     TableRules,
     column_kind,
     constant_columns,
+    counts_time,
     id_like_columns,
     label_leaks,
+    label_shift,
     missing_values,
     outliers,
     parse_times,
@@ -188,6 +190,8 @@ class TabularDataModule(CheckedDataModule):
         if not self.time_column and not self.split_by:  # a random split: may cut groups
             keyed = {name: typed[name] for name in kinds if kinds[name] != "date"}
             findings += group_keys(keyed, codes, rules.group_key)
+        for name, times in self.time_like(frame, typed, kinds).items():
+            findings += label_shift(name, times, codes, class_names, bool(self.time_column))
         ids = np.array([str(i) for i in frame.index], dtype=object)
         split_groups = self.split_groups(frame)
         splits = self.split(frame, codes, ids, findings, class_names, split_groups)
@@ -250,6 +254,19 @@ class TabularDataModule(CheckedDataModule):
             datasets, codes[train], list(ids), names, list(splits), digest, findings, state, counts,
             groups, None if split_groups is None else split_groups[use].tolist(),
         )  # fmt: skip
+
+    def time_like(
+        self, frame: pd.DataFrame, typed: pd.DataFrame, kinds: dict[str, str]
+    ) -> dict[str, pd.Series]:
+        """The time column and the features that hold times (dates, years), as sortable values."""
+        timed = {
+            name: typed[name]
+            for name, kind in kinds.items()
+            if kind == "date" or (kind == "numeric" and counts_time(name, typed[name]))
+        }
+        if self.time_column:
+            timed[self.time_column] = parse_times(frame[self.time_column])
+        return timed
 
     def labeled_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, list]:
         """The rows with a label; a DataError when a named column is not in the table."""
