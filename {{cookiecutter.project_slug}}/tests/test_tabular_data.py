@@ -157,6 +157,18 @@ def test_outlier_sentinel_is_named(tmp_path: Path, table: pd.DataFrame) -> None:
     assert "7" not in dropping.prepared.ids
 
 
+def test_counts_mostly_zero_are_scored_against_their_nonzero_values(
+    tmp_path: Path, table: pd.DataFrame
+) -> None:
+    """A count column of mostly zeros (its median absolute deviation 0): ordinary counts stay
+    quiet, a sentinel among them is named."""
+    rng = np.random.default_rng(0)
+    table["claims"] = np.where(rng.random(len(table)) < 0.85, 0, rng.integers(1, 7, len(table)))
+    assert not found(module(tmp_path, table), "outliers")
+    table.loc[9, "claims"] = 9999
+    assert "row 9 = 9999" in the_finding(module(tmp_path, table), "outliers", "warning", "claims")
+
+
 def dates(count: int, seed: int | None = None) -> np.ndarray:
     days = pd.date_range("2020-01-01", periods=count, freq="D").strftime("%Y-%m-%d").to_numpy()
     return days if seed is None else np.random.default_rng(seed).permutation(days)
@@ -241,7 +253,7 @@ def test_unparseable_times_are_named(tmp_path: Path, table: pd.DataFrame) -> Non
 
 
 def test_duplicate_across_splits_is_dropped(tmp_path: Path, table: pd.DataFrame) -> None:
-    doubled = pd.concat([table, table.iloc[:60]], ignore_index=True)
+    doubled = pd.concat([table, table.iloc[:12]], ignore_index=True)
     datamodule = module(tmp_path, doubled)
     leaks = found(datamodule, "duplicate_across_splits")
     assert leaks and {f.severity for f in leaks} == {"warning"}
@@ -249,6 +261,29 @@ def test_duplicate_across_splits_is_dropped(tmp_path: Path, table: pd.DataFrame)
         original = re.search(r"training sample (\d+)", leak.message).group(1)
         assert int(original) % len(table) == int(leak.subject) % len(table)
         assert leak.subject not in datamodule.prepared.ids
+
+
+def test_many_duplicates_are_kept_and_said_so(tmp_path: Path, table: pd.DataFrame) -> None:
+    """Copies beyond a few percent of a split are not dropped (that would silently reshape
+    the split): one warning gives their share beside the rate of repeats within training."""
+    doubled = pd.concat([table, table.iloc[:150]], ignore_index=True)
+    datamodule = module(tmp_path, doubled)
+    message = the_finding(datamodule, "duplicate_across_splits", "warning", "dataset")
+    assert "so they are kept" in message and "Within training" in message
+    assert len(datamodule.prepared.ids) == len(doubled)
+
+
+def test_equal_rows_with_other_labels_are_a_conflict_not_a_leak(
+    tmp_path: Path, table: pd.DataFrame
+) -> None:
+    flipped = table.iloc[:12].assign(
+        diagnosis=lambda t: t["diagnosis"].map({"malignant": "benign", "benign": "malignant"})
+    )
+    datamodule = module(tmp_path, pd.concat([table, flipped], ignore_index=True))
+    message = the_finding(datamodule, "label_conflict", "warning", "dataset")
+    assert message.startswith("12 groups of identical samples carry different labels")
+    assert not found(datamodule, "duplicate_across_splits")
+    assert len(datamodule.prepared.ids) == len(table) + 12  # nothing dropped
 
 
 def test_categories_are_fitted_on_training_rows(tmp_path: Path, table: pd.DataFrame) -> None:

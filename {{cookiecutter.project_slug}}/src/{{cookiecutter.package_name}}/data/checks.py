@@ -5,7 +5,7 @@ Each check is a plain function from samples to findings; the data modules apply 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +18,8 @@ from .findings import Finding
 # Most/least frequent training class at or above this ratio is worth a remedy. The embedded
 # tables sit well below it (breast cancer: 1.7).
 IMBALANCE_RATIO = 3.0
+MAX_DROPPED_SHARE = 0.05  # copies dropped may shrink a validation or test split by this much
+MAX_DROPPED = 5  # ... or by this many samples, whatever their share
 GROUP_VALUES = 10  # a key repeats at least this many values; fewer are categories of rows
 # How much more often than chance two rows of one value share their label (Cohen's kappa of
 # the pairs) before the value looks like one patient or customer rather than a feature.
@@ -48,32 +50,89 @@ def balanced_class_weights(train_labels: np.ndarray, num_classes: int) -> list[f
 
 
 def cross_split_duplicates(
-    ids: Sequence[str], hashes: Sequence[str], splits: Sequence[str], action: str
+    ids: Sequence[str],
+    hashes: Sequence[str],
+    labels: Sequence[int],
+    splits: Sequence[str],
+    action: str,
 ) -> list[Finding]:
-    """Validation/test samples whose content equals a training sample's: a leak into evaluation."""
-    train_ids: dict[str, str] = {}
-    for sample, digest, split in zip(ids, hashes, splits, strict=True):
+    """Validation/test samples whose content and label equal a training sample's: the model
+    would be scored on what it trained on (``action``; ``drop`` by default).
+
+    Equal content under another label is a label conflict (see :func:`within_split_duplicates`),
+    no leak: it stays. Copies that are more than ``MAX_DROPPED_SHARE`` of a split (and more
+    than ``MAX_DROPPED`` samples) are kept too, with one warning beside the data's own rate
+    of repeats within training: coarse features repeat by nature (a real customer table of
+    41 coded types: 15 % of its training rows), and dropping them would silently reshape
+    the split.
+    """
+    first: dict[str, str] = {}
+    seen: dict[str, set] = defaultdict(set)
+    for sample, digest, label, split in zip(ids, hashes, labels, splits, strict=True):
         if split == "train":
-            train_ids.setdefault(digest, sample)
-    findings = []
-    for sample, digest, split in zip(ids, hashes, splits, strict=True):
-        if split != "train" and digest in train_ids:
-            message = f"{split} sample has the same content as training sample {train_ids[digest]}"
-            findings.append(Finding("duplicate_across_splits", "warning", sample, message, action))
+            first.setdefault(digest, sample)
+            seen[digest].add(label)
+    copies = [
+        (sample, split, first[digest])
+        for sample, digest, label, split in zip(ids, hashes, labels, splits, strict=True)
+        if split != "train" and seen.get(digest) == {label}
+    ]
+    sizes, counts = Counter(splits), Counter(split for _, split, _ in copies)
+    shares = {s: n / sizes[s] for s, n in counts.items()}
+    capped = action == "drop" and any(
+        shares[s] > MAX_DROPPED_SHARE and counts[s] > MAX_DROPPED for s in counts
+    )
+    findings = [
+        Finding(
+            "duplicate_across_splits",
+            "info" if capped else "warning",
+            sample,
+            f"{split} sample has the same content as training sample {original}",
+            "keep" if capped else action,
+        )
+        for sample, split, original in copies
+    ]
+    if capped:
+        train = [digest for digest, split in zip(hashes, splits, strict=True) if split == "train"]
+        counts = Counter(train)
+        repeats = sum(n for n in counts.values() if n > 1) / len(train)
+        share = ", ".join(f"{s} {shares[s]:.0%}" for s in sorted(shares))
+        message = (
+            f"{len(copies)} validation/test samples equal a training sample ({share} of those "
+            f"splits); dropping them would reshape the splits, so they are kept. Within "
+            f"training {repeats:.0%} of the samples repeat: when that rate is as high, equal "
+            "samples are distinct records with coarse features, not copies. If they are "
+            "copies of one record, deduplicate the data or keep each record in one split "
+            "(split_by)"
+        )
+        findings.append(Finding("duplicate_across_splits", "warning", "dataset", message))
     return findings
 
 
-def within_split_duplicates(ids: Sequence[str], hashes: Sequence[str]) -> list[Finding]:
-    """Repeated content inside the data: harmless for leakage, worth knowing (info)."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for sample, digest in zip(ids, hashes, strict=True):
-        groups[digest].append(sample)
+def within_split_duplicates(
+    ids: Sequence[str], hashes: Sequence[str], labels: Sequence[int], class_names: Sequence[str]
+) -> list[Finding]:
+    """Repeated content inside the data (info), and a warning for equal samples with
+    different labels: label noise, or features that can't tell the classes apart. Those are
+    kept wherever they are; they leak nothing, and dropping one would hide the conflict."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, digest in enumerate(hashes):
+        groups[digest].append(index)
     repeated = [group for group in groups.values() if len(group) > 1]
     if not repeated:
         return []
-    example = ", ".join(repeated[0][:3])
+    example = ", ".join(ids[i] for i in repeated[0][:3])
     message = f"{len(repeated)} groups of identical samples, e.g. {example}"
-    return [Finding("duplicate_samples", "info", "dataset", message)]
+    findings = [Finding("duplicate_samples", "info", "dataset", message)]
+    conflicting = [g for g in repeated if len({labels[i] for i in g}) > 1]
+    if conflicting:
+        shown = ", ".join(f"{ids[i]} ({class_names[labels[i]]})" for i in conflicting[0][:4])
+        message = (
+            f"{len(conflicting)} groups of identical samples carry different labels, e.g. "
+            f"{shown}: label noise, or features that can't tell the classes apart; kept"
+        )
+        findings.append(Finding("label_conflict", "warning", "dataset", message))
+    return findings
 
 
 @dataclass

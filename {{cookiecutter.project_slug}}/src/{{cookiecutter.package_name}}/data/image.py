@@ -306,12 +306,14 @@ class ImageDataModule(CheckedDataModule):
         ids = [source.ids[i] for i in kept]
         splits = np.array([split_of[i] for i in kept], dtype=object)
         hashes = [hashlib.sha1(array.tobytes()).hexdigest() for array in pixels]
-        leaks = cross_split_duplicates(ids, hashes, splits, self.rules.duplicate_across_splits)
+        leaks = cross_split_duplicates(
+            ids, hashes, codes[kept], splits, self.rules.duplicate_across_splits
+        )
         leaks += near_duplicates(
             ids, pixels, splits, min(width, height, *size), self.near_duplicate_distance,
             self.rules.near_duplicate_across_splits,
         )  # fmt: skip
-        findings += leaks + within_split_duplicates(ids, hashes)
+        findings += leaks + within_split_duplicates(ids, hashes, codes[kept], class_names)
         dropped = {f.subject for f in leaks if f.action == "drop"}
         use = np.array([sample not in dropped for sample in ids], dtype=bool)
 

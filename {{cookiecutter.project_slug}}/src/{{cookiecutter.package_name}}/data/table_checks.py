@@ -194,15 +194,27 @@ def id_like_columns(typed: pd.DataFrame, kinds: dict[str, str], action: str) -> 
 
 
 def robust_z(values: pd.DataFrame, train: np.ndarray) -> pd.DataFrame:
-    """Distance of each cell from the training median, in robust standard deviations.
+    """Distance of each cell from the training median, in robust standard deviations
+    (1.4826 x the median absolute deviation).
 
-    The scale is 1.4826 x the median absolute deviation, or, where that is zero (mostly one
-    value), 1.2533 x the mean absolute deviation; a column with neither gets no scores.
+    Where most training values are one value (a count or code column, mostly zero), that
+    deviation is 0 and any other value would be infinitely far: 30 false warnings on one
+    real customer table. There the values off that spike are scored against their own
+    median and deviation, the spike's own values at 0; a column whose scale is still 0 (two
+    values) gets no scores.
     """
-    center = values[train].median()
-    deviation = (values[train] - center).abs()
-    scale = (1.4826 * deviation.median()).where(deviation.median() > 0, 1.2533 * deviation.mean())
-    return (values - center).abs() / scale.where(scale > 0)
+    fitted = values[train]
+    center = fitted.median()
+    spread = (fitted - center).abs().median()
+    z = (values - center).abs() / (1.4826 * spread).where(spread > 0)
+    for name in spread.index[spread == 0]:
+        off = fitted[name][fitted[name] != center[name]].dropna()
+        middle = off.median()
+        scale = 1.4826 * (off - middle).abs().median()
+        if len(off) >= MIN_ROWS and scale > 0:
+            column = values[name]
+            z[name] = ((column - middle).abs() / scale).where(column != center[name], 0.0)
+    return z
 
 
 def outliers(values: pd.DataFrame, z: pd.DataFrame, threshold: float, action: str) -> list[Finding]:

@@ -202,8 +202,8 @@ class TabularDataModule(CheckedDataModule):
         use = ~(z > self.outlier_threshold).any(axis=1).to_numpy() | (rules.outliers != "drop")
         use &= splits != ""  # a time fold's later blocks
         hashes = row_hashes(frame[features])
-        copies = cross_split_duplicates(ids, hashes, splits, rules.duplicate_across_splits)
-        findings += extremes + copies + within_split_duplicates(ids, hashes)
+        copies = cross_split_duplicates(ids, hashes, codes, splits, rules.duplicate_across_splits)
+        findings += extremes + copies + within_split_duplicates(ids, hashes, codes, class_names)
         use &= ~np.isin(ids, [f.subject for f in copies if f.action == "drop"])
         train &= use
         leaks = label_leaks(
