@@ -169,6 +169,19 @@ def test_counts_mostly_zero_are_scored_against_their_nonzero_values(
     assert "row 9 = 9999" in the_finding(module(tmp_path, table), "outliers", "warning", "claims")
 
 
+def test_whole_numbers_that_look_like_codes_get_a_hint(tmp_path: Path, table: pd.DataFrame) -> None:
+    """Region codes whose label rates jump about are named; an ordered quantity is not."""
+    rng = np.random.default_rng(0)
+    malignant = (table["diagnosis"] == "malignant").to_numpy()
+    regions = rng.permutation(np.arange(1, 31))  # each class lives in its own 15 regions
+    table["region"] = np.where(malignant, rng.choice(regions[:15], len(table)),
+                               rng.choice(regions[15:], len(table)))  # fmt: skip
+    table["age"] = 40 + 15 * malignant + rng.integers(0, 25, len(table))
+    (hint,) = found(module(tmp_path, table), "nominal_codes")
+    assert (hint.subject, hint.severity) == ("region", "info")
+    assert "--data.init_args.categorical" in hint.message
+
+
 def dates(count: int, seed: int | None = None) -> np.ndarray:
     days = pd.date_range("2020-01-01", periods=count, freq="D").strftime("%Y-%m-%d").to_numpy()
     return days if seed is None else np.random.default_rng(seed).permutation(days)
@@ -284,6 +297,21 @@ def test_equal_rows_with_other_labels_are_a_conflict_not_a_leak(
     assert message.startswith("12 groups of identical samples carry different labels")
     assert not found(datamodule, "duplicate_across_splits")
     assert len(datamodule.prepared.ids) == len(table) + 12  # nothing dropped
+
+
+def test_an_imbalance_is_reported_and_left_alone_unless_asked(
+    tmp_path: Path, table: pd.DataFrame
+) -> None:
+    """No remedy by default (class weights hurt real imbalanced tables); one when asked."""
+    rare = table[table["diagnosis"] == "malignant"].iloc[:30]
+    imbalanced = pd.concat([table[table["diagnosis"] == "benign"], rare])
+    datamodule = module(tmp_path, imbalanced)
+    (finding,) = found(datamodule, "class_imbalance")
+    assert (finding.severity, finding.action) == ("warning", "keep")
+    assert "val/f1_macro" in finding.message and datamodule.class_weights is None
+    weighted = module(tmp_path, imbalanced, rules=TableRules(class_imbalance="class_weights"))
+    benign, malignant = weighted.class_weights
+    assert malignant > 5 * benign
 
 
 def test_categories_are_fitted_on_training_rows(tmp_path: Path, table: pd.DataFrame) -> None:

@@ -42,6 +42,7 @@ from .table_checks import (
     label_leaks,
     label_shift,
     missing_values,
+    nominal_codes,
     outliers,
     parse_times,
     robust_z,
@@ -197,6 +198,7 @@ class TabularDataModule(CheckedDataModule):
         splits = self.split(frame, codes, ids, findings, class_names, split_groups)
         train = splits == "train"
         numeric = [name for name in features if kinds[name] == "numeric"]
+        findings += nominal_codes(typed.loc[train, numeric], kinds, codes[train])
         z = robust_z(typed[numeric], train)
         extremes = outliers(typed[numeric], z, self.outlier_threshold, rules.outliers)
         use = ~(z > self.outlier_threshold).any(axis=1).to_numpy() | (rules.outliers != "drop")
