@@ -42,6 +42,7 @@ TASK_FILES = {
         f"{PACKAGE}/networks/mlp.py",
         "tests/test_tabular_data.py",
         "tests/test_table_reading.py",
+        "tests/test_real_tables.py",
         "tests/test_table_runs.py",
         "tests/test_group_split.py",
     ],

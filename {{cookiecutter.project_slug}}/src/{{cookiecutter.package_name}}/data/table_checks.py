@@ -23,6 +23,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from .checks import CommonRules
 from .findings import DataError, Finding
+from .split import time_cuts
 from .table_reading import JUNK, name_rows, numbers, parse_numbers, seconds, texts
 
 MIXED_SHARE = 0.1  # numbers and words each at least this share of a column's cells: mixed
@@ -177,9 +178,10 @@ def id_like_columns(typed: pd.DataFrame, kinds: dict[str, str], action: str) -> 
     findings = []
     for name in typed.columns:
         cells = typed[name].dropna()
-        if len(cells) < MIN_ROWS or kinds[name] == "date":
-            continue
         numeric = kinds[name] == "numeric"
+        timed = kinds[name] == "date" or (numeric and counts_time(name, cells))
+        if len(cells) < MIN_ROWS or timed:
+            continue  # a time follows the row order of a file sorted by time
         whole = not numeric or bool((cells == cells.round()).all())
         unique = cells.nunique() / len(cells)
         rho = 0.0
@@ -324,9 +326,17 @@ def label_shift(
     if known.sum() < SHIFT_BLOCKS * MIN_ROWS:
         return []
     order = np.argsort(times.to_numpy()[known], kind="stable")
-    blocks = np.array_split(labels[known][order], SHIFT_BLOCKS)
+    n = len(order)
+    try:  # cut between timestamps: ties in a coarse time (a year) keep the file's order
+        early, late = time_cuts(
+            times.to_numpy()[known][order], [n // SHIFT_BLOCKS, n - n // SHIFT_BLOCKS]
+        )
+    except DataError:  # a single time
+        return []
+    ordered = labels[known][order]
     first, last = (
-        np.bincount(b, minlength=len(class_names)) / len(b) for b in (blocks[0], blocks[-1])
+        np.bincount(b, minlength=len(class_names)) / len(b)
+        for b in (ordered[:early], ordered[late:])
     )
     distance = 0.5 * float(np.abs(first - last).sum())
     if distance < SHIFT_TV:
