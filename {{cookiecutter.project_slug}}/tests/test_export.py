@@ -112,6 +112,8 @@ def test_inputs_json_describes_the_input_and_the_classes(exported: Path, fitted)
     given = described["input"]
     assert given["shape"] == ["batch", *datamodule.input_shape]
     assert described["output"]["shape"] == ["batch", len(datamodule.class_names)]
+    assert described["decision"]["offsets"] == fitted.model.decision_offsets.tolist()
+    assert "argmax(log(probabilities) + offsets)" in described["decision"]["label"]
     if hasattr(datamodule, "feature_names"):
         assert given["dtype"] == "float32" and given["feature_names"] == datamodule.feature_names
         assert len(given["feature_names"]) == datamodule.input_shape[0]

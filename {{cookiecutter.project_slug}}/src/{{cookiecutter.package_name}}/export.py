@@ -140,8 +140,11 @@ def quantize_int8(source: Path, target: Path) -> None:
         quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)
 
 
-def describe_inputs(state: dict[str, Any], input_name: str, dtype: torch.dtype) -> dict:
-    """What a consumer needs to build inputs and read outputs, from the fitted data state."""
+def describe_inputs(
+    state: dict[str, Any], input_name: str, dtype: torch.dtype, offsets: list[float]
+) -> dict:
+    """What a consumer needs to build inputs and read outputs, from the fitted data state
+    and the model's decision offsets."""
     shape = state["input_shape"]
     described: dict[str, Any] = {
         "name": input_name, "dtype": str(dtype).removeprefix("torch."), "shape": ["batch", *shape]
@@ -167,7 +170,14 @@ def describe_inputs(state: dict[str, Any], input_name: str, dtype: torch.dtype) 
             "model scales and standardises them",
         }  # fmt: skip
     output = {"name": OUTPUT, "dtype": "float32", "shape": ["batch", len(state["class_names"])]}
-    return {"input": described, "output": output, "class_names": state["class_names"]}
+    decision = {
+        "label": "class_names[argmax(log(probabilities) + offsets)], as predict and serve name it",
+        "offsets": offsets,
+    }
+    return {
+        "input": described, "output": output, "class_names": state["class_names"],
+        "decision": decision,
+    }  # fmt: skip
 
 
 def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -202,7 +212,8 @@ def export(
         "onnx": compare(reference, run_batches(onnx_predictor(onnx_path), batches), atol),
         "pt2": compare(reference, run_batches(program, batches), atol),
     }
-    inputs = describe_inputs(state, input_name, first.dtype)
+    offsets = classifier.decision_offsets.tolist()
+    inputs = describe_inputs(state, input_name, first.dtype, offsets)
     (out_dir / "inputs.json").write_text(json.dumps(inputs, indent=2) + "\n")
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),

@@ -110,12 +110,10 @@ class Service:
                 self.recent.add(features)
                 self.log_changes(self.drift())
         names = self.datamodule.class_names
+        labels = self.model.decide(probabilities).tolist()  # see the Classifier's decision
         return [
-            {
-                "label": names[int(row.argmax())],
-                "probabilities": dict(zip(names, row.tolist(), strict=True)),
-            }
-            for row in probabilities
+            {"label": names[label], "probabilities": dict(zip(names, row.tolist(), strict=True))}
+            for label, row in zip(labels, probabilities, strict=True)
         ]
 
     def drift(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
 )
 
+from .decision import decide, fit_offsets, macro_f1
 from .evaluation import (
     CalibrationBins,
     GroupConfusion,
@@ -79,6 +80,7 @@ class Classifier(L.LightningModule):
         label_smoothing: ClosedUnitInterval = 0.0,
         channels_last: bool | Literal["auto"] = "auto",
         compile: bool | CompileMode = False,
+        decision: Literal["argmax", "f1_macro"] = "argmax",
     ) -> None:
         """
         Args:
@@ -98,6 +100,11 @@ class Classifier(L.LightningModule):
                 steps are slower); a mode name instead of true picks the mode:
                 "reduce-overhead" replays CUDA graphs, for GPUs that finish a step before
                 Python has launched the next.
+            decision: Which class ``test``, ``predict``, ``serve`` and the export name:
+                "argmax", the most probable; "f1_macro", the argmax after per-class offsets
+                fitted on each validation epoch to maximise macro-F1 (saved with each
+                checkpoint; the probabilities stay as they are), for a rare class that
+                the argmax misses. See ``decision.py``.
         """
         super().__init__()
         # Plain numbers in the saved hyperparameters: the bounded types the command line
@@ -110,6 +117,9 @@ class Classifier(L.LightningModule):
         self.standardize = Standardize(input_shape)
         # Loss weight per class: all ones unless the data's imbalance rule asks for weights.
         self.register_buffer("class_weights", torch.ones(num_classes))
+        # Added to log-probabilities before the argmax that names a class (see decision.py).
+        self.register_buffer("decision_offsets", torch.zeros(num_classes))
+        self.validation_outputs: list[tuple[Tensor, Tensor]] = []
         self.weighted_loss = True  # until a stage starts and sees whether the weights differ
         self.network = network(input_shape, num_classes)
         self.channels_last = False
@@ -237,17 +247,47 @@ class Classifier(L.LightningModule):
         self.val_loss.update(loss, weight=self.class_weights[batch[1]].sum())
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log_dict(self.val_metrics, prog_bar=True)
+        if self.hparams.decision == "f1_macro":
+            self.validation_outputs.append((logits.detach(), batch[1]))
         return logits  # for callbacks (callbacks.ValidationPlots)
 
+    def on_validation_epoch_end(self) -> None:
+        """Fit the decision offsets on this epoch's validation logits (every rank's), so the
+        checkpoint saved after this validation holds the offsets of its own weights."""
+        if not self.validation_outputs or self.trainer.sanity_checking:
+            self.validation_outputs.clear()
+            return
+        logits, target = (torch.cat(parts) for parts in zip(*self.validation_outputs, strict=True))
+        self.validation_outputs.clear()
+        if self.trainer.world_size > 1:
+            logits, target = (self.all_gather(t).flatten(0, 1) for t in (logits, target))
+        self.decision_offsets.copy_(fit_offsets(logits, target))
+        decided = (logits.float().log_softmax(dim=1) + self.decision_offsets).argmax(dim=1)
+        score = macro_f1(decided, target, self.hparams.num_classes)
+        self.log("val/f1_macro_decided", score, sync_dist=True)
+
+    def decide(self, probabilities: Tensor) -> Tensor:
+        """The class named for each row of ``probabilities`` (see ``decision``)."""
+        return decide(probabilities, self.decision_offsets)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before decision offsets existed decide by the argmax."""
+        state = checkpoint.get("state_dict", {})
+        state.setdefault("decision_offsets", torch.zeros_like(self.decision_offsets))
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        loss, logits = self._step(batch, self.test_metrics)
+        weights = self.class_weights.float() if self.weighted_loss else None
+        logits, loss = self.score(self, batch[0], batch[1], weights)
+        # What the decision names: log-probabilities plus the fitted offsets (0 by default).
+        decided = logits.float().log_softmax(dim=1) + self.decision_offsets
+        self.test_metrics.update(decided, batch[1])
         self.test_loss.update(loss, weight=self.class_weights[batch[1]].sum())
         self.log("test/loss", self.test_loss)
         self.log_dict(self.test_metrics)
-        self.test_confusion.update(logits, batch[1])
+        self.test_confusion.update(decided, batch[1])
         self.test_calibration.update(logits, batch[1])
         if self.test_groups is not None:
-            self.test_groups.update(logits, batch[1], batch[2])
+            self.test_groups.update(decided, batch[1], batch[2])
 
     def on_test_epoch_end(self) -> None:
         # compute() syncs across DDP ranks, so every rank calls it here; reports read the result.

@@ -42,7 +42,7 @@ class PredictionWriter(BasePredictionWriter):
         batch_indices: Sequence[Sequence[Sequence[int]]],
     ) -> None:
         probabilities = torch.cat(list(predictions)).float().cpu()  # N, num_classes
-        predicted = probabilities.argmax(dim=1).tolist()
+        predicted = pl_module.decide(probabilities).tolist()  # see Classifier's decision
         # Sample indices as the sampler chose them (under DDP each rank holds a share).
         indices = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
         indices = indices or list(range(len(probabilities)))
