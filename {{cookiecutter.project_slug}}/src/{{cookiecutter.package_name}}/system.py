@@ -22,6 +22,7 @@ from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
 )
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from .decision import decide, fit_offsets, macro_f1
 from .evaluation import (
@@ -259,8 +260,8 @@ class Classifier(L.LightningModule):
             return
         logits, target = (torch.cat(parts) for parts in zip(*self.validation_outputs, strict=True))
         self.validation_outputs.clear()
-        if self.trainer.world_size > 1:
-            logits, target = (self.all_gather(t).flatten(0, 1) for t in (logits, target))
+        if self.trainer.world_size > 1:  # shards of unequal size: padded, gathered, trimmed
+            logits, target = (torch.cat(gather_all_tensors(t)) for t in (logits, target))
         self.decision_offsets.copy_(fit_offsets(logits, target))
         decided = (logits.float().log_softmax(dim=1) + self.decision_offsets).argmax(dim=1)
         score = macro_f1(decided, target, self.hparams.num_classes)
