@@ -39,6 +39,7 @@ TASK_FILES = {
         f"{PACKAGE}/data/table_encoding.py",
         f"{PACKAGE}/data/table_profile.py",
         f"{PACKAGE}/data/table_reading.py",
+        f"{PACKAGE}/data/time_checks.py",
         f"{PACKAGE}/networks/mlp.py",
         "tests/test_tabular_data.py",
         "tests/test_table_reading.py",

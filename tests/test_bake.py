@@ -156,6 +156,7 @@ TASK = {
         "src/my_project/data/table_encoding.py",
         "src/my_project/data/table_profile.py",
         "src/my_project/data/table_reading.py",
+        "src/my_project/data/time_checks.py",
         "src/my_project/networks/mlp.py",
         "tests/test_tabular_data.py",
         "tests/test_table_reading.py",

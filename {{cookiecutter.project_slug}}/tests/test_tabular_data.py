@@ -12,8 +12,9 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 from {{ cookiecutter.package_name }}.data.findings import DataError, Finding, raise_on_failures
-from {{ cookiecutter.package_name }}.data.table_checks import TableRules, time_order
+from {{ cookiecutter.package_name }}.data.table_checks import TableRules
 from {{ cookiecutter.package_name }}.data.tabular import TabularDataModule
+from {{ cookiecutter.package_name }}.data.time_checks import time_order
 
 
 @pytest.fixture

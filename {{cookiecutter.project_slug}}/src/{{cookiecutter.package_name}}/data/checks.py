@@ -64,7 +64,7 @@ def cross_split_duplicates(
     no leak: it stays. Copies that are more than ``MAX_DROPPED_SHARE`` of a split (and more
     than ``MAX_DROPPED`` samples) are kept too, with one warning beside the data's own rate
     of repeats within training: coarse features repeat by nature (a real customer table of
-    41 coded types: 15 % of its training rows), and dropping them would silently reshape
+    40 coded types: 15 % of its training rows), and dropping them would silently reshape
     the split.
     """
     first: dict[str, str] = {}
@@ -94,9 +94,8 @@ def cross_split_duplicates(
         for sample, split, original in copies
     ]
     if capped:
-        train = [digest for digest, split in zip(hashes, splits, strict=True) if split == "train"]
-        counts = Counter(train)
-        repeats = sum(n for n in counts.values() if n > 1) / len(train)
+        train = Counter(d for d, split in zip(hashes, splits, strict=True) if split == "train")
+        repeats = sum(n for n in train.values() if n > 1) / train.total()
         share = ", ".join(f"{s} {shares[s]:.0%}" for s in sorted(shares))
         message = (
             f"{len(copies)} validation/test samples equal a training sample ({share} of those "

@@ -1,5 +1,5 @@
 """Checks of tables: junk and mixed cells, missing values, constant, ID-like and leaking
-columns, outliers, timestamps and the order of a time split.
+columns, codes read as numbers, outliers and timestamp columns (time itself: ``time_checks``).
 
 Plain functions from a table to findings (subject: a column or a row id); ``TableRules``
 says what ``fit`` does about each. Cells become values as ``table_reading`` reads them
@@ -9,8 +9,6 @@ says what ``fit`` does about each. Cells become values as ``table_reading`` read
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,21 +20,17 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.tree import DecisionTreeClassifier
 
 from .checks import CommonRules
-from .findings import DataError, Finding
-from .split import time_cuts
-from .table_reading import JUNK, name_rows, numbers, parse_numbers, seconds, texts
+from .findings import Finding
+from .table_reading import JUNK, name_rows, parse_numbers, seconds, texts
+from .time_checks import counts_time
 
 MIXED_SHARE = 0.1  # numbers and words each at least this share of a column's cells: mixed
 DATE_SHARE = 0.95  # at least this share of a text column parses as dates: a timestamp
 ID_UNIQUE = 0.95  # integer or text columns this unique are identifiers
 ID_RHO = 0.99  # |Spearman rho| of a numeric column with the row order: a row counter
 MIN_ROWS = 20  # fewer non-missing cells say nothing about uniqueness or order
-SHIFT_BLOCKS = 5  # label_shift compares the first and the last of this many blocks in time
-SHIFT_TV = 0.25  # their labels' total variation distance at which the labels moved
 CODE_LEVELS = 20  # whole-number columns with this many values may be codes of categories
 CODE_RHO = 0.5  # ... when their label rates follow the numbers' order less than this
-# Words that make a column of whole numbers a time ("time" alone is often a duration).
-TIME_WORDS = {"year", "yr", "epoch", "timestamp", "date", "datetime"}
 LEAK_ROWS = 20_000  # the leak check fits its trees on at most this many training rows
 
 
@@ -136,15 +130,6 @@ def column_kind(
     action = rules.timestamp_column
     found = [Finding("timestamp_column", "warning", name, message, action)]
     return ("drop" if action == "drop" else kind), found
-
-
-def counts_time(name: str, column: pd.Series) -> bool:
-    """Whole numbers in a column named for a time (``Year``, ``fiscal_year``, ``epoch``; not
-    ``YearBuilt``, a feature): a year or a Unix time, which orders the rows as a date does."""
-    words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower())
-    cells = column.dropna()
-    whole = len(cells) > 0 and bool((cells == cells.round()).all())
-    return whole and bool(words) and words[-1] in TIME_WORDS
 
 
 def missing_values(typed: pd.DataFrame, action: str) -> list[Finding]:
@@ -310,92 +295,6 @@ def label_leaks(
         best = max(scores, key=scores.__getitem__)
         message = f"strongest single column: {best} (ROC AUC {scores[best]:.3f})"
         findings.append(Finding("label_leak", "info", "dataset", message))
-    return findings
-
-
-# --- time -------------------------------------------------------------------------------
-def label_shift(
-    name: str, times: pd.Series, labels: np.ndarray, class_names: Sequence[str], by_time: bool
-) -> list[Finding]:
-    """A warning when the labels of the earliest and the latest fifth of the rows (in the
-    order of ``times``) differ by a total variation of ``SHIFT_TV`` or more: a relabelling,
-    a new annotation guide or a changing population, which a random split hides (the test
-    rows look like the training rows; the future won't). Measured on real tables: 0.56 on
-    daily weather whose labels changed over the years, 0.08 and 0.02 on market directions."""
-    known = times.notna().to_numpy()
-    if known.sum() < SHIFT_BLOCKS * MIN_ROWS:
-        return []
-    order = np.argsort(times.to_numpy()[known], kind="stable")
-    n = len(order)
-    try:  # cut between timestamps: ties in a coarse time (a year) keep the file's order
-        early, late = time_cuts(
-            times.to_numpy()[known][order], [n // SHIFT_BLOCKS, n - n // SHIFT_BLOCKS]
-        )
-    except DataError:  # a single time
-        return []
-    ordered = labels[known][order]
-    first, last = (
-        np.bincount(b, minlength=len(class_names)) / len(b)
-        for b in (ordered[:early], ordered[late:])
-    )
-    distance = 0.5 * float(np.abs(first - last).sum())
-    if distance < SHIFT_TV:
-        return []
-
-    def shares(p: np.ndarray) -> str:
-        return ", ".join(f"{class_names[c]} {p[c]:.0%}" for c in np.argsort(-p)[:3])
-
-    advice = (
-        "The test split's labels differ from the training split's."
-        if by_time
-        else "A random split hides this: test on the latest rows with "
-        f"--data.init_args.time_column {name}."
-    )
-    message = (
-        f"the labels move with {name}: the earliest fifth of the rows {shares(first)}; the "
-        f"latest fifth {shares(last)} (total variation {distance:.2f}). {advice} Check how "
-        "the labels were made over time."
-    )
-    return [Finding("label_shift", "warning", name, message)]
-
-
-def parse_times(column: pd.Series) -> pd.Series:
-    """Numbers (a year, an epoch) or dates of the time column; DataError naming bad rows."""
-    as_numbers = numbers(column)
-    if pd.api.types.is_datetime64_any_dtype(column) or as_numbers.isna().any():
-        times = pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
-        times = times.dt.tz_convert(None)
-    else:
-        times = as_numbers
-    bad = column.index[times.isna()]
-    if len(bad):
-        shown = [column.loc[r] for r in bad[:5]]
-        raise DataError(
-            f"time column {column.name!r}: {len(bad)} cells are no time ({name_rows(bad)}: "
-            f"{shown}); fix or remove those rows"
-        )
-    return times
-
-
-def time_order(times: Sequence, splits: Sequence[str], ids: Sequence[str]) -> list[Finding]:
-    """The time range of each split, and an error for any training row not earlier than
-    every validation and test row: a model must not learn from the future it is tested on,
-    nor from the day (or year) it is tested on."""
-    times, splits, ids = np.asarray(times), np.asarray(splits), np.asarray(ids)
-    parts = [s for s in ("train", "val", "test") if (splits == s).any()]
-    ranges = "; ".join(
-        f"{s} {times[splits == s].min()} .. {times[splits == s].max()}" for s in parts
-    )
-    findings = [Finding("time_order", "info", "dataset", f"time ranges: {ranges}")]
-    held_out = times[np.isin(splits, ("val", "test"))]
-    if len(held_out) and (splits == "train").any():
-        late = (splits == "train") & (times >= held_out.min())
-        if late.any():
-            message = (
-                f"{late.sum()} training rows are not earlier than the first validation/test row "
-                f"({held_out.min()}): {name_rows(ids[late])}"
-            )
-            findings.append(Finding("time_order", "error", "dataset", message, "fail"))
     return findings
 
 

@@ -37,17 +37,13 @@ from .table_checks import (
     TableRules,
     column_kind,
     constant_columns,
-    counts_time,
     id_like_columns,
     label_leaks,
-    label_shift,
     missing_values,
     nominal_codes,
     outliers,
-    parse_times,
     robust_z,
     row_hashes,
-    time_order,
 )
 from .table_encoding import (
     check_columns,
@@ -66,6 +62,7 @@ from .table_reading import (
     refuse_infinite,
     texts,
 )
+from .time_checks import counts_time, label_shift, parse_times, time_order
 
 EMBEDDED = "embedded breast cancer"
 
