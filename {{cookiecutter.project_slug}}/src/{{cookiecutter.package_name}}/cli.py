@@ -290,6 +290,15 @@ def cli_main(args: ArgsType = None) -> ProjectCLI:
         if exported:
             os.environ.pop(RUN_DIR_ENV, None)
             os.environ.pop(OUTPUTS_DIR_ENV, None)
+        finish_wandb_run()
+
+
+def finish_wandb_run() -> None:
+    """End the W&B run a command logged to: a later command in the same process (a test,
+    a notebook) would otherwise log into it, since Lightning's logger reuses an open run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 def main() -> None:
