@@ -59,3 +59,23 @@ def bake(output_dir: Path, **answers: str) -> Path:
             str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=answers
         )
     )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--heavy",
+        action="store_true",
+        help="also run the heavy tier: the ResNet bake's whole generated suite (about an "
+        "hour on two cores, beyond the default run's 30 minutes)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heavy tests are skipped, with the command that runs them, unless --heavy is given:
+    tiered by time, and every skip names itself in the summary (-ra)."""
+    if config.getoption("--heavy"):
+        return
+    skip = pytest.mark.skip(reason="heavy tier, about an hour on two cores: ./scripts/test --heavy")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
