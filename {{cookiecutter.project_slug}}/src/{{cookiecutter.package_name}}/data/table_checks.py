@@ -188,8 +188,8 @@ def nominal_codes(typed: pd.DataFrame, kinds: dict[str, str], labels: np.ndarray
     types, regions): ``CODE_LEVELS`` or more values, whose label rates matter (chi-squared
     p < 0.001) but don't follow the numbers' order (|Spearman rho| < ``CODE_RHO``). As
     numbers, the network reads code 12 as between 11 and 13. On a real customer table of
-    85 coded columns this named its 40 customer types alone; its 10-level percentage
-    bins, which are ordered, stayed quiet."""
+    85 coded columns this named its 40 customer types alone; its 10-level columns, bins
+    and one 10-level code alike, are below ``CODE_LEVELS``."""
     findings = []
     for name in [n for n in typed.columns if kinds[n] == "numeric"]:
         cells = typed[name].dropna()
