@@ -17,7 +17,7 @@ from loader workers in host memory instead of the resident split; ``A_cpu_augmen
 per sample in those workers;
 ``A_workers0`` loads in the main process; ``A_log50`` logs every 50 steps; ``A_bare`` has no
 callback, logger or progress bar (Lightning's own loop); ``A_profiled`` writes a cProfile of
-the timed windows to ``A.prof``.
+the timed windows to ``A.prof`` (``A_compile_ro_profiled``: to ``A_compile_ro.prof``).
 
 Usage: ``python benchmarks/throughput.py --project build/bench/bench [--only B A C B A]
 [--image-size 64]`` (a bake with ``network=resnet18``; 64x64 images make the GPU the bound); a
@@ -294,6 +294,9 @@ def main() -> None:
         "A_cpu_augment": lambda: fit(*HOST, "--data.augment_on_device=false"),
         "A_workers0": lambda: fit(*HOST, "--data.num_workers=0"),
         "A_profiled": lambda: fit(profile=options.out / "A.prof"),
+        "A_compile_ro_profiled": lambda: fit(
+            "--model.compile=reduce-overhead", profile=options.out / "A_compile_ro.prof"
+        ),
         "A_bare": lambda: fit(*BARE),
         "A_log50": lambda: fit("--trainer.log_every_n_steps=50"),
     }
