@@ -58,3 +58,12 @@ def test_a_fitted_decision_travels_with_the_checkpoint(tmp_path: Path) -> None:
     probabilities = torch.tensor([[float(row[name]) for name in names] for row in rows])
     decided = decide(probabilities, model.decision_offsets)
     assert [row["predicted"] for row in rows] == [names[c] for c in decided]
+
+
+def test_a_checkpoint_from_before_decisions_decides_by_the_argmax(fitted, tmp_path: Path) -> None:
+    checkpoint = torch.load(fitted.trainer.checkpoint_callback.best_model_path, weights_only=False)
+    del checkpoint["state_dict"]["decision_offsets"]
+    older = tmp_path / "older.ckpt"
+    torch.save(checkpoint, older)
+    model = type(fitted.model).load_from_checkpoint(older, map_location="cpu")
+    assert torch.equal(model.decision_offsets, torch.zeros(fitted.datamodule.num_classes))

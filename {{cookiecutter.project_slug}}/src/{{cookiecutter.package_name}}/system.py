@@ -263,9 +263,14 @@ class Classifier(L.LightningModule):
         if self.trainer.world_size > 1:  # shards of unequal size: padded, gathered, trimmed
             logits, target = (torch.cat(gather_all_tensors(t)) for t in (logits, target))
         self.decision_offsets.copy_(fit_offsets(logits, target))
-        decided = (logits.float().log_softmax(dim=1) + self.decision_offsets).argmax(dim=1)
+        decided = self.decision_scores(logits).argmax(dim=1)
         score = macro_f1(decided, target, self.hparams.num_classes)
         self.log("val/f1_macro_decided", score, sync_dist=True)
+
+    def decision_scores(self, logits: Tensor) -> Tensor:
+        """Log-probabilities plus the decision offsets (0 by default): their argmax is the
+        class the model names."""
+        return logits.float().log_softmax(dim=1) + self.decision_offsets
 
     def decide(self, probabilities: Tensor) -> Tensor:
         """The class named for each row of ``probabilities`` (see ``decision``)."""
@@ -279,8 +284,7 @@ class Classifier(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         weights = self.class_weights.float() if self.weighted_loss else None
         logits, loss = self.score(self, batch[0], batch[1], weights)
-        # What the decision names: log-probabilities plus the fitted offsets (0 by default).
-        decided = logits.float().log_softmax(dim=1) + self.decision_offsets
+        decided = self.decision_scores(logits)  # what test names, as predict and serve do
         self.test_metrics.update(decided, batch[1])
         self.test_loss.update(loss, weight=self.class_weights[batch[1]].sum())
         self.log("test/loss", self.test_loss)
