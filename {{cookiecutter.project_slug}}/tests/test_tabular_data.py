@@ -161,13 +161,14 @@ def test_outlier_sentinel_is_named(tmp_path: Path, table: pd.DataFrame) -> None:
 def test_counts_mostly_zero_are_scored_against_their_nonzero_values(
     tmp_path: Path, table: pd.DataFrame
 ) -> None:
-    """A count column of mostly zeros (its median absolute deviation 0): ordinary counts stay
+    """Count columns of mostly zeros (their median absolute deviation 0): ordinary counts stay
     quiet, a sentinel among them is named."""
     rng = np.random.default_rng(0)
-    table["claims"] = np.where(rng.random(len(table)) < 0.85, 0, rng.integers(1, 7, len(table)))
+    table["claims"] = np.where(rng.random(len(table)) < 0.98, 0, rng.integers(1, 31, len(table)))
+    table["visits"] = np.where(rng.random(len(table)) < 0.85, 0, rng.integers(1, 7, len(table)))
     assert not found(module(tmp_path, table), "outliers")
-    table.loc[9, "claims"] = 9999
-    assert "row 9 = 9999" in the_finding(module(tmp_path, table), "outliers", "warning", "claims")
+    table.loc[9, "visits"] = 9999
+    assert "row 9 = 9999" in the_finding(module(tmp_path, table), "outliers", "warning", "visits")
 
 
 def test_whole_numbers_that_look_like_codes_get_a_hint(tmp_path: Path, table: pd.DataFrame) -> None:
