@@ -1,5 +1,6 @@
-"""The export subcommand: ONNX and torch.export files that match PyTorch on validation
-samples, take any batch size, carry their input description, and fail loudly otherwise."""
+"""The export subcommand: ONNX and torch.export files that take raw inputs, match predict on
+raw validation inputs, take any batch size, carry their input description, and fail loudly
+otherwise. Each task's own file feeds them as a consumer would (test_export_<task>.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ pytest.importorskip("onnxscript")  # torch.onnx's dynamo exporter translates thr
 from {{ cookiecutter.package_name }} import export as exporter  # noqa: E402
 from {{ cookiecutter.package_name }}.cli import ProjectCLI  # noqa: E402
 
-from .conftest import NO_LOGGER, run  # noqa: E402
+from .conftest import NO_LOGGER, PROJECT, run  # noqa: E402
 
 
 def best_checkpoint(fitted: ProjectCLI) -> str:
@@ -42,11 +43,14 @@ def exported(fitted: ProjectCLI, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="module")
-def reference(fitted: ProjectCLI) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The checkpoint's model, loaded independently of export, and one validation batch."""
+def reference(fitted: ProjectCLI) -> tuple[torch.nn.Module, list, list, np.ndarray]:
+    """The checkpoint's model loaded independently of export, raw validation inputs as serve
+    takes them, the exported files' inputs for them, and what predict makes of them."""
     model = type(fitted.model).load_from_checkpoint(best_checkpoint(fitted), map_location="cpu")
-    x, y = next(iter(fitted.datamodule.val_dataloader()))[:2]
-    return model.eval(), x, y
+    datamodule = fitted.datamodule
+    inputs, _ = datamodule.validation_inputs(64)
+    feeds = datamodule.raw_inputs().feeds(inputs)
+    return model.eval(), inputs, feeds, probabilities(model, datamodule.convert_inputs(inputs)[0])
 
 
 def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -54,72 +58,87 @@ def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
         return model(x).softmax(dim=-1).numpy()
 
 
-def fitted_classes(model: torch.nn.Module) -> range:
-    return range(model.hparams.num_classes)
-
-
-def onnx_run(path: Path, x: torch.Tensor) -> np.ndarray:
+def onnx_run(path: Path, feed: dict) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return session.run(None, feed)[0]
+
+
+def first(feed, count: int):
+    """The first ``count`` rows of a feed: a dict of arrays (or tensors) or one tensor."""
+    if isinstance(feed, dict):
+        return {name: values[:count] for name, values in feed.items()}
+    return feed[:count]
 
 
 def test_export_writes_every_file_and_reports_parity(exported: Path, fitted) -> None:
     names = {"model.onnx", "model.pt2", "model.int8.onnx", "inputs.json", "parity.json"}
     assert {p.name for p in exported.iterdir()} == names
     parity = json.loads((exported / "parity.json").read_text())
-    val = fitted.datamodule.val_dataloader()
-    seen = min(len(val.dataset), fitted.trainer.limit_val_batches * val.batch_size)
+    seen = min(len(fitted.datamodule.dataset("val")), 256)  # export's default samples
+    probes = parity["inputs"]["probes"]
+    assert parity["inputs"]["samples"] == seen and probes > 0
     for name in ("onnx", "pt2"):
-        assert parity[name]["passed"] and parity[name]["samples"] == seen
+        assert parity[name]["passed"] and parity[name]["samples"] == seen + probes
         assert parity[name]["max_abs_diff"] <= parity[name]["atol"] == exporter.ATOL
         assert parity[name]["argmax_agreement"] == 1.0
 
 
-def test_onnx_matches_pytorch_on_validation_samples(exported: Path, reference) -> None:
-    model, x, _ = reference
+def test_onnx_takes_raw_inputs_and_matches_predict(exported: Path, reference, fitted) -> None:
+    _, _, feeds, expected = reference
     session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
-    (given,) = session.get_inputs()
-    # The raw input the model's forward takes: uint8 pixels, or float feature rows.
-    assert given.type == ("tensor(uint8)" if x.ndim == 4 else "tensor(float)")
-    assert x.dtype == (torch.uint8 if x.ndim == 4 else torch.float32)
-    expected, got = probabilities(model, x), onnx_run(exported / "model.onnx", x)
-    assert np.abs(got - expected).max() <= exporter.ATOL
-    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+    given = {i.name: i.type for i in session.get_inputs()}
+    if hasattr(fitted.datamodule, "feature_names"):  # a table: one input per raw column
+        state = fitted.datamodule.state
+        assert list(given) == state["columns"]
+        for name in state["columns"]:
+            kind = "tensor(string)" if name in state["categorical"] else "tensor(float)"
+            assert given[name] == kind
+    else:  # an image: decoded RGB pixels
+        assert given == {"pixels": "tensor(uint8)"}
+        assert [str(d) for d in session.get_inputs()[0].shape[1:]] == ["3", "height", "width"]
+    for rows, feed, _ in feeds:
+        got = onnx_run(exported / "model.onnx", feed)
+        assert np.abs(got - expected[rows]).max() <= exporter.ATOL
+        assert (got.argmax(axis=1) == expected[rows].argmax(axis=1)).all()
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_onnx_takes_any_batch_size(exported: Path, reference, batch_size: int) -> None:
-    model, x, _ = reference
-    expected = probabilities(model, x[:batch_size])
-    got = onnx_run(exported / "model.onnx", x[:batch_size])
-    assert got.shape == expected.shape == (batch_size, len(fitted_classes(model)))
-    assert np.abs(got - expected).max() <= exporter.ATOL
+    model, _, feeds, expected = reference
+    rows, feed, _ = feeds[0]
+    got = onnx_run(exported / "model.onnx", first(feed, batch_size))
+    assert got.shape == (batch_size, model.hparams.num_classes)
+    assert np.abs(got - expected[rows[:batch_size]]).max() <= exporter.ATOL
 
 
 def test_torch_export_program_reloads_and_matches(exported: Path, reference) -> None:
-    model, x, _ = reference
+    _, _, feeds, expected = reference
     program = torch.export.load(exported / "model.pt2").module()
-    for batch in (x, x[:5]):  # the batch dimension is dynamic here too
+    rows, _, given = feeds[0]
+    for count in (len(rows), 5):  # the batch dimension is dynamic here too
         with torch.no_grad():
-            got = program(batch).numpy()
-        assert np.abs(got - probabilities(model, batch)).max() <= exporter.ATOL
+            got = program(first(given, count)).numpy()
+        assert np.abs(got - expected[rows[:count]]).max() <= exporter.ATOL
 
 
-def test_inputs_json_describes_the_input_and_the_classes(exported: Path, fitted) -> None:
+def test_inputs_json_describes_the_inputs_and_the_classes(exported: Path, fitted) -> None:
     described = json.loads((exported / "inputs.json").read_text())
     datamodule = fitted.datamodule
     assert described["class_names"] == datamodule.class_names
-    given = described["input"]
-    assert given["shape"] == ["batch", *datamodule.input_shape]
     assert described["output"]["shape"] == ["batch", len(datamodule.class_names)]
     assert described["decision"]["offsets"] == fitted.model.decision_offsets.tolist()
     assert "argmax(log(probabilities) + offsets)" in described["decision"]["label"]
+    given = described["inputs"]
     if hasattr(datamodule, "feature_names"):
-        assert given["dtype"] == "float32" and given["feature_names"] == datamodule.feature_names
-        assert len(given["feature_names"]) == datamodule.input_shape[0]
+        state = datamodule.state
+        assert list(given) == state["columns"]
+        for name, vocabulary in state["categorical"].items():
+            assert given[name]["vocabulary"] == vocabulary
+        for name in state["numeric"]:
+            assert repr(state["numeric"][name]) in given[name]["values"]  # the median
     else:
-        assert given["dtype"] == "uint8" and given["layout"] == "NCHW"
-        assert [given["channels"], given["height"], given["width"]] == datamodule.input_shape
+        assert given["pixels"]["dtype"] == "uint8"
+        assert given["pixels"]["shape"] == ["batch", 3, "height", "width"]
 
 
 def test_quantised_model_is_smaller_and_its_accuracy_change_is_reported(
@@ -131,17 +150,35 @@ def test_quantised_model_is_smaller_and_its_accuracy_change_is_reported(
     assert report["int8_bytes"] == sizes[0] < sizes[1] == report["float_bytes"]
     assert report["size_reduction"] == pytest.approx(1 - sizes[0] / sizes[1])
     # The reported accuracies are those of these files on the same validation samples.
-    batches = exporter.validation_batches(
-        fitted.datamodule.val_dataloader(), fitted.trainer.limit_val_batches
-    )
-    labels = np.concatenate([y.numpy() for _, y in batches])
-    accuracies = [
-        exporter.accuracy(np.concatenate([onnx_run(path, x) for x, _ in batches]), labels)
-        for path in (float32, int8)
-    ]
+    inputs, labels = fitted.datamodule.validation_inputs(256)
+    feeds = fitted.datamodule.raw_inputs().feeds(inputs)
+    accuracies = []
+    for path in (float32, int8):
+        predicted = np.empty(len(inputs), dtype=np.int64)
+        for rows, feed, _ in feeds:
+            predicted[rows] = onnx_run(path, feed).argmax(axis=1)
+        accuracies.append(float((predicted == labels).mean()))
     assert report["float_accuracy"] == pytest.approx(accuracies[0])
     assert report["int8_accuracy"] == pytest.approx(accuracies[1])
     assert report["accuracy_change"] == pytest.approx(accuracies[1] - accuracies[0])
+
+
+def test_the_readme_example_runs_as_written(
+    exported: Path, fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section = (PROJECT / "README.md").read_text().split("### Using the export")[1]
+    code = section.split("```python")[1].split("```")[0].replace("runs/NAME/export", str(exported))
+    monkeypatch.chdir(tmp_path)
+    if not hasattr(fitted.datamodule, "feature_names"):  # the image it opens
+        from PIL import Image
+
+        pixels = fitted.datamodule.dataset("val").pixels([0])[0]
+        Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)).save("a.jpg")
+    namespace: dict = {}
+    exec(code, namespace)
+    probabilities = namespace["probabilities"]
+    assert probabilities.shape == (1, len(fitted.datamodule.class_names))
+    assert probabilities.sum() == pytest.approx(1, abs=1e-5)
 
 
 def test_export_without_a_checkpoint_fails_and_writes_nothing(tmp_path: Path) -> None:
@@ -174,8 +211,8 @@ def test_a_perturbed_onnx_file_fails_the_parity_check(
     """The check can fail: one weight of the written ONNX file changed, the export refused."""
     write = exporter.export_onnx
 
-    def perturbed(module, example, path, input_name) -> None:
-        write(module, example, path, input_name)
+    def perturbed(module, raw, path) -> None:
+        write(module, raw, path)
         model = onnx.load(path)
         weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
         values = onnx.numpy_helper.to_array(weight)

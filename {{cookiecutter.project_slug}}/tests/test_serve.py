@@ -377,6 +377,9 @@ class Logits(torch.nn.Module):
     def predict_step(self, x: torch.Tensor, batch_index: int) -> torch.Tensor:
         return x.softmax(dim=1)
 
+    def decide(self, probabilities: torch.Tensor) -> torch.Tensor:
+        return probabilities.argmax(dim=1)
+
 
 def test_decodes_run_at_most_max_decodes_at_once() -> None:
     """Each decode may take hundreds of MB: eight uploads at once must not all decode, and

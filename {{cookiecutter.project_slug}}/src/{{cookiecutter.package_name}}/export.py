@@ -1,18 +1,18 @@
 """Export a trained classifier for serving without this package: an ONNX model (torch.onnx's
-dynamo exporter, run by onnxruntime) and a ``torch.export`` program (``.pt2``). Both take the
-model's raw input (decoded ``uint8`` pixels, or encoded feature rows) because the
-preprocessing travels inside, both accept any batch size, and neither ships before it matches
-PyTorch on real validation samples."""
+dynamo exporter, run by onnxruntime) and a ``torch.export`` program (``.pt2``). Both take raw
+inputs, a table's columns or an image's decoded pixels at any size, because what ``predict``
+does to them travels inside (``export_table``, ``export_image``); both accept any batch size,
+and neither ships before it matches ``predict`` on the same raw validation inputs."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -50,6 +50,33 @@ class Probabilities(nn.Module):
         return self.classifier(x).softmax(dim=-1)
 
 
+class Served(nn.Module):
+    """Raw inputs prepared as ``predict`` prepares them, then the classifier's probabilities:
+    the exported graph."""
+
+    def __init__(self, prepare: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.prepare, self.probabilities = prepare, Probabilities(classifier)
+
+    def forward(self, raw: Any) -> Tensor:
+        return self.probabilities(self.prepare(raw))
+
+
+class RawInputs(Protocol):
+    """What an export knows of the raw inputs (``export_table.TableExport``,
+    ``export_image.ImageExport``); a data module's ``raw_inputs()`` gives it."""
+
+    input_names: list[str]  # the ONNX graph's inputs
+    module: nn.Module  # raw inputs -> the model's input, as predict prepares it
+
+    def example(self) -> Any: ...
+    def dynamic_shapes(self) -> Any: ...
+    def with_probes(self, inputs: list) -> list: ...  # inputs plus edge cases made of them
+    def feeds(self, inputs: list) -> list[tuple[list[int], Any, Any]]: ...
+    def finish_onnx(self, model: Any) -> Any: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Parity:
     """One exported model against PyTorch on the same validation samples."""
@@ -80,50 +107,53 @@ def compare(reference: np.ndarray, exported: np.ndarray, atol: float = ATOL) -> 
     return Parity(len(reference), diff, float(agree.mean()), atol, passed)
 
 
-def validation_batches(loader: Iterable, limit: int | float) -> list[tuple[Tensor, Tensor]]:
-    """The first (input, label) batches of the validation loader, as many as ``limit``
-    allows (a count, or a fraction as in ``--trainer.limit_val_batches``)."""
-    count = limit if isinstance(limit, int) else max(1, round(len(loader) * limit))
-    batches = []
-    for batch in loader:  # (x, y) or (x, y, group)
-        if len(batches) == count:
-            break
-        batches.append((batch[0].cpu(), batch[1].cpu()))
-    if not batches:
-        raise ValueError(
-            "export checks its files on validation samples: the validation split is empty "
-            "or --trainer.limit_val_batches is 0."
-        )
-    return batches
-
-
-def run_batches(predict: Callable[[Tensor], Any], batches: list) -> np.ndarray:
-    """Probabilities for every batch; the last one is usually smaller, which also proves
-    the dynamic batch dimension."""
+def predicted(module: nn.Module, batch: Tensor) -> np.ndarray:
+    """``predict``'s probabilities for inputs it has converted."""
     with torch.no_grad():
-        return np.concatenate([np.asarray(predict(x), dtype=np.float32) for x, _ in batches])
+        return module(batch).numpy().astype(np.float32)
 
 
-def onnx_predictor(path: Path) -> Callable[[Tensor], np.ndarray]:
+def run_feeds(predict: Callable[[Any], Any], feeds: Sequence, count: int) -> np.ndarray:
+    """An exported model's probabilities for every raw input, batch by batch (each size of
+    image its own batch; a batch of one proves the dynamic batch dimension too)."""
+    out: np.ndarray | None = None
+    with torch.no_grad():
+        for rows, *feed in feeds:
+            got = np.asarray(predict(feed), dtype=np.float32)
+            out = np.empty((count, got.shape[1]), np.float32) if out is None else out
+            out[rows] = got
+    assert out is not None
+    return out
+
+
+def onnx_predictor(path: Path) -> Callable[[Any], np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x.numpy()})[0]
+    return lambda feed: session.run(None, feed[0])[0]
 
 
-def export_onnx(module: nn.Module, example: Tensor, path: Path, input_name: str) -> None:
-    batch = torch.export.Dim("batch", min=1)
+def program_predictor(path: Path) -> Callable[[Any], np.ndarray]:
+    program = torch.export.load(path).module()
+    return lambda feed: program(feed[1]).numpy()
+
+
+def export_onnx(module: nn.Module, raw: RawInputs, path: Path) -> None:
     program = torch.onnx.export(
-        module, (example,), dynamo=True, input_names=[input_name], output_names=[OUTPUT],
-        dynamic_shapes={"x": {0: batch}}, verbose=False,
+        module, (), kwargs={"raw": raw.example()}, dynamo=True, input_names=raw.input_names,
+        output_names=[OUTPUT], dynamic_shapes={"raw": raw.dynamic_shapes()}, verbose=False,
     )  # fmt: skip
-    program.save(str(path))  # one file: weights inline unless they pass protobuf's 2 GB
+    import onnx
+
+    # One file: weights inline unless they pass protobuf's 2 GB.
+    onnx.save(raw.finish_onnx(program.model_proto), path)
 
 
-def export_program(module: nn.Module, example: Tensor, path: Path) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: batch}})
+def export_program(module: nn.Module, raw: RawInputs, path: Path) -> None:
+    # Positional, so a consumer calls ``program.module()(inputs)``; the ONNX exporter reads a
+    # trailing dict among the positional arguments as keywords, hence ``kwargs`` there.
+    dynamic = {"raw": raw.dynamic_shapes()}
+    program = torch.export.export(module, (raw.example(),), dynamic_shapes=dynamic)
     torch.export.save(program, path)
 
 
@@ -140,42 +170,16 @@ def quantize_int8(source: Path, target: Path) -> None:
         quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)
 
 
-def describe_inputs(
-    state: dict[str, Any], input_name: str, dtype: torch.dtype, offsets: list[float]
-) -> dict:
-    """What a consumer needs to build inputs and read outputs, from the fitted data state
-    and the model's decision offsets."""
-    shape = state["input_shape"]
-    described: dict[str, Any] = {
-        "name": input_name, "dtype": str(dtype).removeprefix("torch."), "shape": ["batch", *shape]
-    }  # fmt: skip
-    if "feature_names" in state:  # a table: encode() turns rows into these features
-        described |= {
-            "feature_names": state["feature_names"],
-            "encoding": "numbers as they are (dates as seconds since 1970; booleans as 1 and "
-            "0; missing: the training median); categories one-hot over the training "
-            "vocabulary, anything else or missing in the '<unknown>' slot",
-            "columns": state["columns"],
-            "medians": state["numeric"],
-            "categories": state["categorical"],
-            "dates": state["dates"],
-            "booleans": state.get("booleans", []),
-        }
-    else:
-        channels, height, width = shape
-        described |= {
-            "layout": "NCHW", "channels": channels, "height": height, "width": width,
-            "mode": {1: "L", 3: "RGB"}[channels],
-            "values": "decoded pixels 0-255, resized (bilinear) to height x width; the "
-            "model scales and standardises them",
-        }  # fmt: skip
+def describe_inputs(state: dict[str, Any], raw: RawInputs, offsets: list[float]) -> dict:
+    """What a consumer needs to feed the files and read their outputs: each raw input, the
+    classes and the decision offsets."""
     output = {"name": OUTPUT, "dtype": "float32", "shape": ["batch", len(state["class_names"])]}
     decision = {
         "label": "class_names[argmax(log(probabilities) + offsets)], as predict and serve name it",
         "offsets": offsets,
     }
     return {
-        "input": described, "output": output, "class_names": state["class_names"],
+        "inputs": raw.describe(), "output": output, "class_names": state["class_names"],
         "decision": decision,
     }  # fmt: skip
 
@@ -187,61 +191,55 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def export(
     classifier: nn.Module,
     state: dict[str, Any],
-    batches: list[tuple[Tensor, Tensor]],
+    raw: RawInputs,
+    validation: tuple[list, np.ndarray],
+    convert: Callable[[list], tuple[Tensor, Any]],
     out_dir: Path,
     checkpoint: str | Path,
     quantize: bool = False,
     atol: float = ATOL,
 ) -> dict[str, Any]:
     """Writes ``model.onnx``, ``model.pt2``, ``inputs.json``, optionally ``model.int8.onnx``,
-    and ``parity.json``; raises ParityError (after writing them) when an export disagrees."""
+    and ``parity.json``; raises ParityError (after writing them) when an export disagrees.
+
+    ``validation``: raw validation inputs as ``serve`` takes them and their class codes;
+    ``convert``: what ``predict`` and ``serve`` make of raw inputs (the reference)."""
+    inputs, labels = validation
+    if not inputs:
+        raise ValueError("export checks its files on validation samples: the split is empty")
     out_dir.mkdir(parents=True, exist_ok=True)
-    module = Probabilities(classifier).cpu().eval()
-    first = batches[0][0]
-    # Two samples: torch.export would specialise a batch of one to the constant 1.
-    example = first[:1].expand(2, *first.shape[1:]).contiguous()
-    input_name = "features" if "feature_names" in state else "pixels"
-    labels = np.concatenate([y.numpy() for _, y in batches])
-    reference = run_batches(module, batches)
+    module, served = Probabilities(classifier).cpu().eval(), Served(raw.module, classifier).eval()
+    inputs = raw.with_probes(inputs)
+    reference = predicted(module, convert(inputs)[0])
+    feeds = raw.feeds(inputs)
 
     onnx_path, program_path = out_dir / "model.onnx", out_dir / "model.pt2"
-    export_onnx(module, example, onnx_path, input_name)
-    export_program(module, example, program_path)
-    program = torch.export.load(program_path).module()
+    export_onnx(served.cpu(), raw, onnx_path)
+    export_program(served, raw, program_path)
+    count = len(inputs)
     results = {
-        "onnx": compare(reference, run_batches(onnx_predictor(onnx_path), batches), atol),
-        "pt2": compare(reference, run_batches(program, batches), atol),
+        "onnx": compare(reference, run_feeds(onnx_predictor(onnx_path), feeds, count), atol),
+        "pt2": compare(reference, run_feeds(program_predictor(program_path), feeds, count), atol),
     }
     offsets = classifier.decision_offsets.tolist()
-    inputs = describe_inputs(state, input_name, first.dtype, offsets)
-    (out_dir / "inputs.json").write_text(json.dumps(inputs, indent=2) + "\n")
+    inputs_json = describe_inputs(state, raw, offsets)
+    (out_dir / "inputs.json").write_text(json.dumps(inputs_json, indent=2) + "\n")
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "files": {"onnx": onnx_path.name, "pt2": program_path.name},
-        "split": "val",
+        "inputs": {"split": "val", "samples": len(labels), "probes": count - len(labels)},
         **{name: asdict(parity) for name, parity in results.items()},
     }
     lines = [parity.line(name) for name, parity in results.items()]
     if quantize:
         int8_path = out_dir / "model.int8.onnx"
         quantize_int8(onnx_path, int8_path)
-        int8 = run_batches(onnx_predictor(int8_path), batches)
-        sizes = onnx_path.stat().st_size, int8_path.stat().st_size
-        report["int8"] = {
-            "file": int8_path.name,
-            "float_accuracy": accuracy(reference, labels),
-            "int8_accuracy": accuracy(int8, labels),
-            "accuracy_change": accuracy(int8, labels) - accuracy(reference, labels),
-            "argmax_agreement": float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()),
-            "max_abs_diff": float(np.abs(int8 - reference).max()),
-            "float_bytes": sizes[0],
-            "int8_bytes": sizes[1],
-            "size_reduction": 1 - sizes[1] / sizes[0],
-        }
+        int8 = run_feeds(onnx_predictor(int8_path), feeds, count)[: len(labels)]
+        report["int8"] = int8_report(reference[: len(labels)], int8, labels, onnx_path, int8_path)
         q = report["int8"]
         lines.append(
             f"int8: validation accuracy {q['float_accuracy']:.4f} -> {q['int8_accuracy']:.4f} "
-            f"({q['accuracy_change']:+.4f}), {sizes[0]:,} -> {sizes[1]:,} bytes "
+            f"({q['accuracy_change']:+.4f}), {q['float_bytes']:,} -> {q['int8_bytes']:,} bytes "
             f"({q['size_reduction']:.0%} smaller)"
         )
     (out_dir / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -250,8 +248,25 @@ def export(
     failed = [name for name, parity in results.items() if not parity.passed]
     if failed:
         raise ParityError(
-            f"Parity check failed ({', '.join(failed)}): probabilities differ from PyTorch's "
-            f"beyond atol {atol:g} on validation samples (see {out_dir / 'parity.json'}). "
+            f"Parity check failed ({', '.join(failed)}): probabilities differ from predict's "
+            f"beyond atol {atol:g} on raw validation inputs (see {out_dir / 'parity.json'}). "
             "The files are kept for inspection; do not ship them."
         )
     return report
+
+
+def int8_report(
+    reference: np.ndarray, int8: np.ndarray, labels: np.ndarray, float_path: Path, int8_path: Path
+) -> dict[str, Any]:
+    sizes = float_path.stat().st_size, int8_path.stat().st_size
+    return {
+        "file": int8_path.name,
+        "float_accuracy": accuracy(reference, labels),
+        "int8_accuracy": accuracy(int8, labels),
+        "accuracy_change": accuracy(int8, labels) - accuracy(reference, labels),
+        "argmax_agreement": float((int8.argmax(axis=1) == reference.argmax(axis=1)).mean()),
+        "max_abs_diff": float(np.abs(int8 - reference).max()),
+        "float_bytes": sizes[0],
+        "int8_bytes": sizes[1],
+        "size_reduction": 1 - sizes[1] / sizes[0],
+    }

@@ -314,35 +314,42 @@ class Trainer(L.Trainer):
         datamodule: CheckedDataModule,
         ckpt_path: str | None = None,
         quantize: bool = False,
+        samples: int = 256,
         atol: float = exporter.ATOL,
         weights_only: bool | None = None,
     ) -> dict:
         """Export a checkpoint for serving: ``export/model.onnx`` (for onnxruntime) and
-        ``export/model.pt2`` (``torch.export``), both with the preprocessing inside and any
-        batch size, and ``export/inputs.json`` describing their input and classes.
+        ``export/model.pt2`` (``torch.export``). Both take raw inputs (a table's columns, an
+        image's decoded pixels at any size) with what ``predict`` does to them inside, any
+        batch size, and ``export/inputs.json`` describes their inputs and classes.
 
-        Each is checked against PyTorch on the validation split (as many batches as
-        ``--trainer.limit_val_batches`` allows) and the figures saved in
-        ``export/parity.json``; a disagreement exits non-zero and keeps the files.
+        Each is checked against ``predict`` on raw validation inputs (with missing values
+        and unseen categories, or images at other sizes, made of them) and the figures saved
+        in ``export/parity.json``; a disagreement exits non-zero and keeps the files.
 
         Args:
             ckpt_path: The checkpoint to export, e.g. ``runs/<run>/checkpoints/last.ckpt``;
                 ``export/`` is written into its run directory.
             quantize: Also write ``model.int8.onnx`` (onnxruntime's dynamic int8) and report
                 its validation accuracy and file size against the float model.
-            atol: Largest difference of any class probability between an export and PyTorch.
+            samples: How many validation samples the files are checked on.
+            atol: Largest difference of any class probability between an export and predict.
             weights_only: Load the checkpoint with ``torch.load(weights_only=True)``; None:
                 in full, as ``fit`` saved it (also keeps a run's saved config valid here).
         """
         exporter.require_packages()
         checkpoint = load_weights(model, "export", ckpt_path, weights_only)
-        datamodule.trainer = self  # loader settings for this machine
-        batches = exporter.validation_batches(datamodule.val_dataloader(), self.limit_val_batches)
+        datamodule.trainer = self
+        validation = datamodule.validation_inputs(samples)  # on the checkpoint's split only
         if (key := type(datamodule).__qualname__) in checkpoint:
             # Refuses data that changed since training (other classes or input shape).
             datamodule.load_state_dict(checkpoint[key])
+        state = datamodule.state
         out_dir = Path(self.default_root_dir) / "export"
-        return exporter.export(model, datamodule.state, batches, out_dir, ckpt_path, quantize, atol)
+        return exporter.export(
+            model, state, datamodule.raw_inputs(), validation, datamodule.convert_inputs,
+            out_dir, ckpt_path, quantize, atol,
+        )  # fmt: skip
 
 
 def load_weights(

@@ -172,6 +172,14 @@ class CheckedDataModule(FittedState, DeviceBatches, L.LightningDataModule):
         """Up to ``count`` held-out inputs in the form ``convert_inputs`` takes them."""
         raise NotImplementedError
 
+    def validation_inputs(self, count: int) -> tuple[list, np.ndarray]:
+        """Up to ``count`` validation inputs as ``serve`` takes them, and their class codes."""
+        raise NotImplementedError
+
+    def raw_inputs(self) -> Any:
+        """What an export takes as raw inputs and prepares inside (``export.RawInputs``)."""
+        raise NotImplementedError
+
     def convert_inputs(self, inputs: Sequence) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """New inputs for ``serve`` as one batch, prepared as ``predict`` prepares its inputs,
         and their values of the features the drift profile watches; raises InputError."""

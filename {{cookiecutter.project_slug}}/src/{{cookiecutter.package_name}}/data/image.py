@@ -445,15 +445,18 @@ class ImageDataModule(CheckedDataModule):
 
     def held_out_inputs(self, count: int) -> list[tuple[str, bytes]]:
         """Up to ``count`` test images as ``serve`` takes them: (name, PNG file) pairs."""
-        test = self.dataset("test")
-        inputs = []
-        for i, pixels in enumerate(test.pixels(range(min(count, len(test))))):
-            out = io.BytesIO()
-            Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)).save(
-                out, "PNG"
-            )
-            inputs.append((f"{i:03d}.png", out.getvalue()))
-        return inputs
+        return png_files(self.dataset("test"), count)
+
+    def validation_inputs(self, count: int) -> tuple[list[tuple[str, bytes]], np.ndarray]:
+        """Up to ``count`` validation images as PNG files, and their class codes."""
+        val = self.dataset("val")
+        files = png_files(val, count)
+        return files, val.labels[: len(files)].numpy()
+
+    def raw_inputs(self) -> Any:
+        from ..export_image import ImageExport  # the export's side, read when exporting
+
+        return ImageExport(self.state)
 
     def convert_inputs(
         self, files: Sequence[tuple[str, bytes]]
@@ -471,3 +474,15 @@ class ImageDataModule(CheckedDataModule):
 
     def profile_figures(self) -> dict[str, Figure]:
         return {"samples": sample_grid(self.prepared.datasets["train"], self.class_names)}
+
+
+def png_files(data: ImageTensorDataset, count: int) -> list[tuple[str, bytes]]:
+    """The first ``count`` images of ``data`` as (name, PNG file) pairs."""
+    files = []
+    for i, pixels in enumerate(data.pixels(range(min(count, len(data))))):
+        out = io.BytesIO()
+        Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)).save(
+            out, "PNG"
+        )
+        files.append((f"{i:03d}.png", out.getvalue()))
+    return files

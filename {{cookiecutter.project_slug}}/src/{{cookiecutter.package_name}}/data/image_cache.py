@@ -29,7 +29,8 @@ from .findings import Finding
 from .image_sources import ImageSource
 from .sampling import SampleKey
 
-FORMAT = 2  # bump when decoding changes what a cached array would hold (2: 16-bit, EXIF)
+# Bump when decoding changes what a cached array would hold (2: 16-bit, EXIF; 3: torch resize)
+FORMAT = 3
 STALE_TEMP_S = 24 * 3600  # temp files this old are left by killed builds, not running ones
 
 # Fills rows of the array it is given; returns the sample index of each row it filled, and the

@@ -50,11 +50,12 @@ def as_cell(value: Any, vocabulary: list[str] | None = None) -> str | None:
     """A JSON value as the text cell a CSV file would hold (``read_table`` reads those). For
     a category (its training ``vocabulary``), a number or true/false is read as the
     vocabulary spells it: 3.0 is the category "3" trained from a file, true the "TRUE" of a
-    spreadsheet; a value it has no spelling of is written as a file would write it."""
+    spreadsheet; a value it has no spelling of is written as a file would write it. None,
+    "" and NaN are missing."""
     if isinstance(value, (dict, list)):
         raise TypeError(f"{value!r} is not a single value")
-    if value is None or value == "":
-        return None
+    if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
+        return None  # NaN: a table's missing cell (Python's JSON also reads NaN)
     if vocabulary is None or isinstance(value, str):
         return str(value)
     if isinstance(value, bool):

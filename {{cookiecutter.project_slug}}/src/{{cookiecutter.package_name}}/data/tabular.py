@@ -405,10 +405,25 @@ class TabularDataModule(CheckedDataModule):
 
     def held_out_inputs(self, count: int) -> list[dict[str, Any]]:
         """Up to ``count`` held-out rows (validation, then test) as ``serve`` takes them."""
+        return self.rows_of(("val", "test"), count)[0]
+
+    def validation_inputs(self, count: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """Up to ``count`` validation rows as ``serve`` takes them, and their class codes."""
+        return self.rows_of(("val",), count)
+
+    def rows_of(self, splits: Sequence[str], count: int) -> tuple[list[dict], np.ndarray]:
         data = self.prepared
-        rows = [int(i) for i, s in zip(data.ids, data.splits, strict=True) if s != "train"]
+        kept = [i for i, split in enumerate(data.splits) if split in splits]
+        kept = sorted(kept, key=lambda i: splits.index(data.splits[i]))[:count]
         table = read_table(self.path, self.target, None, self.encoding, self.delimiter)
-        return table.loc[rows[:count], self.state["columns"]].to_dict("records")
+        records = table.loc[[int(data.ids[i]) for i in kept], self.state["columns"]]
+        codes = [self.class_names.index(data.labels[i]) for i in kept]
+        return records.to_dict("records"), np.array(codes, dtype=np.int64)
+
+    def raw_inputs(self) -> Any:
+        from ..export_table import TableExport  # the export's side, read when exporting
+
+        return TableExport(self.state)
 
     def convert_inputs(self, records: Sequence) -> tuple[torch.Tensor, dict[str, pd.Series]]:
         return encode_records(records, self.state)
