@@ -83,7 +83,8 @@ def exported_mixed(tmp_path_factory: pytest.TempPathFactory):
     with newest_output(fitted.run_dir, "predictions.csv").open() as file:
         predicted = np.array([[float(r[c]) for c in CLASSES] for r in csv.DictReader(file)])
     copy = shutil.copy(checkpoint, root / "elsewhere.ckpt")
-    run("export", root / "exports", *NO_LOGGER, f"--ckpt_path={copy}", config=config)
+    run("export", root / "exports", *NO_LOGGER, f"--ckpt_path={copy}", "--quantize=true",
+        config=config)  # fmt: skip
     (out,) = (root / "exports").glob("*/export")
     raw = pd.read_csv(new_path, dtype=str, keep_default_na=False)
     return out, raw, predicted
@@ -122,3 +123,4 @@ def test_the_export_checked_gaps_and_unseen_categories(exported_mixed) -> None:
     parity = json.loads((out / "parity.json").read_text())
     assert parity["inputs"]["probes"] == 5 + 2  # a gap in each column, an unseen category each
     assert parity["onnx"]["passed"] and parity["pt2"]["passed"]
+    assert (out / "model.int8.onnx").is_file() and parity["int8"]["int8_bytes"] > 0  # quantised

@@ -123,6 +123,10 @@ class TableExport:
         front = helper.make_model(graph, opset_imports=imports, ir_version=model.ir_version)
         merged = compose.merge_models(front, model, io_map=[(o.name, o.name) for o in outputs])
         order = {name: i for i, name in enumerate(self.columns)}
+        # merge_models lists the default domain twice; onnxruntime's quantiser wants it once.
+        opsets = sorted({(entry.domain, entry.version) for entry in merged.opset_import})
+        del merged.opset_import[:]
+        merged.opset_import.extend(helper.make_opsetid(*entry) for entry in opsets)
         ordered = sorted(merged.graph.input, key=lambda given: order[given.name])
         ordered = [onnx.ValueInfoProto.FromString(given.SerializeToString()) for given in ordered]
         del merged.graph.input[:]
