@@ -6,16 +6,20 @@ template's own test run does that)."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from {{ cookiecutter.package_name }}.data.findings import Finding
 from {{ cookiecutter.package_name }}.data.table_checks import TableRules
 from {{ cookiecutter.package_name }}.data.tabular import TabularDataModule
+
+from .conftest import NO_LOGGER, newest_output, run
 
 SERIOUS = ("warning", "error")
 
@@ -81,3 +85,42 @@ def test_penguins_by_year_are_quiet_but_for_their_gaps() -> None:
     _, found = findings(shipped("palmerpenguins", "data", "penguins.csv"), "species")
     assert set(found) == {"junk_values", "missing_values", "timestamp_column"}
     assert {f.subject for f in found["timestamp_column"]} == {"year"}
+
+
+def test_an_export_of_penguins_takes_the_csv_columns_as_pandas_reads_them(tmp_path) -> None:
+    """The exported model fed the file's own columns (pandas' NaN for "NA", the words as they
+    are) gives predict's probabilities for the same file: gaps and categories in the graph."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+
+    path = shipped("palmerpenguins", "data", "penguins.csv")
+    options = [f"--data.path={path}", "--data.target=species"]
+    fitted = run("fit", tmp_path, *NO_LOGGER, *options, "--trainer.max_epochs=1")
+    checkpoint = fitted.run_dir / "checkpoints" / "last.ckpt"
+    config = fitted.run_dir / "config.yaml"
+    run("predict", tmp_path, *NO_LOGGER, f"--ckpt_path={checkpoint}", f"--data.predict_path={path}",
+        "--trainer.limit_predict_batches=1.0", config=config)  # fmt: skip
+    run("export", tmp_path, *NO_LOGGER, f"--ckpt_path={checkpoint}", config=config)
+    names = fitted.datamodule.class_names
+    with newest_output(fitted.run_dir, "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    predicted = np.array([[float(row[name]) for name in names] for row in rows])
+
+    # Cells as written: "NA" is a number's gap, but a category where training kept it as one.
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = table.iloc[[int(row["id"]) for row in rows]]
+    session = ort.InferenceSession(str(fitted.run_dir / "export" / "model.onnx"))
+    feed = {}
+    for given in session.get_inputs():
+        column = table[given.name]
+        if given.type == "tensor(string)":
+            feed[given.name] = column.to_numpy(object)
+        else:
+            feed[given.name] = pd.to_numeric(column, errors="coerce").to_numpy(np.float32)
+    assert {"island", "sex"} <= {g.name for g in session.get_inputs() if g.type == "tensor(string)"}
+    assert np.isnan(feed["bill_length_mm"]).any() and len(table) == 344  # real gaps, every row
+    (marker,) = [f for f in fitted.datamodule.prepared.findings if f.check == "missing_marker"]
+    assert marker.subject == "sex" and "['NA']" in marker.message  # and said so
+    got = session.run(None, feed)[0]
+    assert np.abs(got - predicted).max() <= 1e-4

@@ -101,6 +101,20 @@ def test_infinite_numbers_in_rows_to_predict_are_refused(tmp_path: Path, table) 
 
 
 # --- empty columns ------------------------------------------------------------------------
+def test_missing_markers_among_categories_are_kept_and_named(tmp_path: Path, table) -> None:
+    """A word like NA in a column of numbers is a gap; among words it may be a category
+    (Ames' alley "NA": none), so it is kept as written, and said so."""
+    words = np.resize(["red", "blue", "NA", "red", "?"], len(table))
+    sizes = np.resize(["1.5", "NA", "2.5"], len(table))
+    datamodule = module(written(tmp_path, table.assign(colour=words, size=sizes)))
+    assert "NA" in datamodule.state["categorical"]["colour"]
+    found = {(f.check, f.subject): f for f in datamodule.prepared.findings}
+    marker = found[("missing_marker", "colour")]
+    assert marker.severity == "info" and "['?', 'NA']" in marker.message
+    assert "rows 2, 4" in marker.message
+    assert ("junk_values", "size") in found and ("missing_marker", "size") not in found
+
+
 def test_a_delimiter_ending_every_line_makes_no_column(tmp_path: Path, table) -> None:
     path = written(tmp_path, table)
     path.write_text("".join(f"{line},\n" for line in path.read_text().splitlines()))

@@ -120,7 +120,9 @@ def column_kind(
             kind = "numeric"
         else:
             kind = "date" if len(words) and looks_like_dates(words) else "categorical"
-    if kind == "categorical" or not random_split:
+    if kind == "categorical":
+        return kind, missing_markers(name, words)
+    if not random_split:
         return kind, []
     message = (
         f"holds {'dates' if kind == 'date' else 'times'}, and the split is random: rows from "
@@ -130,6 +132,21 @@ def column_kind(
     action = rules.timestamp_column
     found = [Finding("timestamp_column", "warning", name, message, action)]
     return ("drop" if action == "drop" else kind), found
+
+
+def missing_markers(name: str, words: pd.Series) -> list[Finding]:
+    """Words that often stand for a missing value (R's "NA"), in a column of categories: kept
+    as the category they spell, since in some tables they are one (Ames housing's alley "NA"
+    is "no alley"), and said so, because in most they mean missing. A consumer of the export
+    then feeds the cell as written."""
+    markers = words[words.str.lower().isin(JUNK)]
+    if markers.empty:
+        return []
+    message = (
+        f"cells {sorted(set(markers))} ({name_rows(markers.index)}) are kept as a category of "
+        "their own; if they mean missing, leave those cells empty in the file"
+    )
+    return [Finding("missing_marker", "info", name, message)]
 
 
 def missing_values(typed: pd.DataFrame, action: str) -> list[Finding]:
