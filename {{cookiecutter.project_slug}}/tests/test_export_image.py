@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn.datasets
 import torch
 from PIL import Image
 
@@ -24,10 +25,13 @@ from .conftest import NO_LOGGER, run  # noqa: E402
 
 def inbox_of(fitted, folder: Path) -> list[Path]:
     """Validation images written at sizes the model never saw, larger and smaller, some in
-    colour (a greyscale model turns them grey inside the graph)."""
+    colour (a greyscale model turns them grey inside the graph), and the two real photos
+    scikit-learn ships (427 x 640 JPEGs: a large antialiased shrink)."""
     folder.mkdir()
+    photos = Path(sklearn.datasets.__file__).parent / "images"
+    paths = [Path(shutil.copy(photo, folder)) for photo in sorted(photos.glob("*.jpg"))]
+    assert len(paths) == 2
     val = fitted.datamodule.dataset("val")
-    paths = []
     for i, pixels in enumerate(val.pixels(range(6))):
         grey = pixels[0] if len(pixels) == 1 else pixels.mean(axis=0).astype(np.uint8)
         colour = np.stack([grey, 255 - grey, grey // 2], axis=-1)
