@@ -353,6 +353,36 @@ def test_a_checkpoint_without_profile_serves_and_says_so(fitted, tmp_path: Path)
     assert len(newest_output(cli.run_dir, "predictions.csv").read_text().splitlines()) == 1 + 5
 
 
+def test_serve_names_the_class_by_the_checkpoints_decision_offsets(fitted, tmp_path: Path) -> None:
+    """Offsets planted in a checkpoint (as ``--model.decision f1_macro`` fits them): serve's
+    label follows them, as predict's does, and its probabilities stay the model's."""
+    from fastapi.testclient import TestClient
+
+    from {{ cookiecutter.package_name }}.serve import create_app
+    from {{ cookiecutter.package_name }}.system import Classifier
+
+    source = fitted.run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(source, weights_only=False)
+    offsets = torch.zeros(fitted.datamodule.num_classes)
+    offsets[-1] = 100.0  # the last class wins every decision
+    checkpoint["state_dict"]["decision_offsets"] = offsets
+    decided = tmp_path / "decided.ckpt"
+    torch.save(checkpoint, decided)
+    inputs = WIRE.held_out(fitted.datamodule, 8)
+    answers = {}
+    for path in (source, decided):
+        datamodule = datamodule_class()(fitted_from=path)
+        app = create_app(Classifier.load_from_checkpoint(path, map_location="cpu"), datamodule)
+        with TestClient(app) as client:
+            answers[path] = WIRE.post(client, inputs).json()["predictions"]
+    last = fitted.datamodule.class_names[-1]
+    assert [answer["label"] for answer in answers[decided]] == [last] * 8
+    assert [a["probabilities"] for a in answers[decided]] == [
+        a["probabilities"] for a in answers[source]
+    ]
+    assert any(answer["label"] != last for answer in answers[source])  # offsets made the change
+
+
 class SlowDecodes:
     """A data module whose conversion takes a while and counts how many run at once."""
 
