@@ -89,6 +89,7 @@ def test_two_processes_train_as_one(tmp_path: Path, profile: str, tolerance: flo
         f"--config={CONFIG}", f"--trainer={TRAINERS / f'{profile}.yaml'}", "--trainer.devices=2",
         f"--trainer.logger={LOGGERS / 'csv.yaml'}", f"--run.root={run.parent}", "--run.name=ddp",
         "--trainer.max_epochs=1", "--model.lr_scheduler=null", *data,  # OneCycle can't extend
+        "--model.decision=f1_macro",  # offsets fitted on every rank's validation logits
         "--trainer.callbacks+=tests.probe.Probe", f"--trainer.callbacks.out={probe}",
     )  # fmt: skip
     assert "MEMBER: 2/2" in first
@@ -144,7 +145,7 @@ def check_validation_equals_one_process(probe: Path, run: Path, tolerance: float
     last = [events(probe, rank, "validation")[-1] for rank in (0, 1)]
     assert Counter(last[0]["samples"]) + Counter(last[1]["samples"]) == val
     last_checkpoint = run / "checkpoints" / "last.ckpt"
-    cli_main([
+    cli = cli_main([
         "validate", f"--config={run / 'config.yaml'}", f"--ckpt_path={last_checkpoint}",
         "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.enable_progress_bar=false",
     ])  # fmt: skip
@@ -152,6 +153,11 @@ def check_validation_equals_one_process(probe: Path, run: Path, tolerance: float
     assert Counter(single["samples"]) == val
     for distributed in last:
         assert distributed["metrics"] == pytest.approx(single["metrics"], rel=tolerance)
+    # The decision offsets two processes fitted (saved in the checkpoint) are those one
+    # process fits on the whole validation split with the same weights.
+    assert "val/f1_macro_decided" in single["metrics"]
+    saved = torch.load(last_checkpoint, weights_only=False)["state_dict"]["decision_offsets"]
+    assert torch.allclose(cli.model.decision_offsets, saved, atol=tolerance)
 
 
 def check_one_prediction_file(run: Path) -> None:
