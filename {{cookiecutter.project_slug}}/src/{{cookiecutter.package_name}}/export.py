@@ -113,16 +113,13 @@ def predicted(module: nn.Module, batch: Tensor) -> np.ndarray:
         return module(batch).numpy().astype(np.float32)
 
 
-def run_feeds(predict: Callable[[Any], Any], feeds: Sequence, count: int) -> np.ndarray:
-    """An exported model's probabilities for every raw input, batch by batch (each size of
-    image its own batch; a batch of one proves the dynamic batch dimension too)."""
-    out: np.ndarray | None = None
+def run_feeds(predict: Callable[[Any], Any], feeds: Sequence, shape: tuple[int, int]) -> np.ndarray:
+    """An exported model's probabilities, ``shape`` (inputs, classes), batch by batch (each
+    size of image its own batch; a batch of one proves the dynamic batch dimension too)."""
+    out = np.empty(shape, np.float32)
     with torch.no_grad():
         for rows, *feed in feeds:
-            got = np.asarray(predict(feed), dtype=np.float32)
-            out = np.empty((count, got.shape[1]), np.float32) if out is None else out
-            out[rows] = got
-    assert out is not None
+            out[rows] = predict(feed)
     return out
 
 
@@ -145,7 +142,7 @@ def export_onnx(module: nn.Module, raw: RawInputs, path: Path) -> None:
     )  # fmt: skip
     import onnx
 
-    # One file: weights inline unless they pass protobuf's 2 GB.
+    # One file, weights inline: protobuf's 2 GB bound is far above these networks.
     onnx.save(raw.finish_onnx(program.model_proto), path)
 
 
@@ -208,18 +205,20 @@ def export(
     if not inputs:
         raise ValueError("export checks its files on validation samples: the split is empty")
     out_dir.mkdir(parents=True, exist_ok=True)
-    module, served = Probabilities(classifier).cpu().eval(), Served(raw.module, classifier).eval()
+    served = Served(raw.module, classifier).cpu().eval()
     inputs = raw.with_probes(inputs)
-    reference = predicted(module, convert(inputs)[0])
+    reference = predicted(served.probabilities, convert(inputs)[0])
     feeds = raw.feeds(inputs)
 
     onnx_path, program_path = out_dir / "model.onnx", out_dir / "model.pt2"
-    export_onnx(served.cpu(), raw, onnx_path)
+    export_onnx(served, raw, onnx_path)
     export_program(served, raw, program_path)
-    count = len(inputs)
     results = {
-        "onnx": compare(reference, run_feeds(onnx_predictor(onnx_path), feeds, count), atol),
-        "pt2": compare(reference, run_feeds(program_predictor(program_path), feeds, count), atol),
+        name: compare(reference, run_feeds(predictor(path), feeds, reference.shape), atol)
+        for name, predictor, path in (
+            ("onnx", onnx_predictor, onnx_path),
+            ("pt2", program_predictor, program_path),
+        )
     }
     offsets = classifier.decision_offsets.tolist()
     inputs_json = describe_inputs(state, raw, offsets)
@@ -227,14 +226,14 @@ def export(
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "files": {"onnx": onnx_path.name, "pt2": program_path.name},
-        "inputs": {"split": "val", "samples": len(labels), "probes": count - len(labels)},
+        "inputs": {"split": "val", "samples": len(labels), "probes": len(inputs) - len(labels)},
         **{name: asdict(parity) for name, parity in results.items()},
     }
     lines = [parity.line(name) for name, parity in results.items()]
     if quantize:
         int8_path = out_dir / "model.int8.onnx"
         quantize_int8(onnx_path, int8_path)
-        int8 = run_feeds(onnx_predictor(int8_path), feeds, count)[: len(labels)]
+        int8 = run_feeds(onnx_predictor(int8_path), feeds, reference.shape)[: len(labels)]
         report["int8"] = int8_report(reference[: len(labels)], int8, labels, onnx_path, int8_path)
         q = report["int8"]
         lines.append(
