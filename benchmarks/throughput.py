@@ -16,8 +16,11 @@ its network (default mode, or "reduce-overhead": CUDA graphs); ``A_host`` takes 
 from loader workers in host memory instead of the resident split; ``A_cpu_augment`` augments
 per sample in those workers;
 ``A_workers0`` loads in the main process; ``A_log50`` logs every 50 steps; ``A_bare`` has no
-callback, logger or progress bar (Lightning's own loop); ``A_profiled`` writes a cProfile of
-the timed windows to ``A.prof`` (``A_compile_ro_profiled``: to ``A_compile_ro.prof``).
+callback, logger or progress bar (Lightning's own loop), ``A_compile_ro_bare`` the same
+compiled; ``A_compile_ro_nogm`` is ``A_compile_ro`` without the ``GradientMonitor`` callback,
+``A_compile_ro_log50`` logging every 50 steps;
+``A_profiled`` writes a cProfile of the timed windows to ``A.prof`` (``A_compile_ro_profiled``:
+to ``A_compile_ro.prof``). Each run's results go to ``partial.json`` as it ends.
 
 Usage: ``python benchmarks/throughput.py --project build/bench/bench [--only B A C B A]
 [--image-size 64]`` (a bake with ``network=resnet18``; 64x64 images make the GPU the bound); a
@@ -43,6 +46,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from phases import Phases, PhaseTimer, table
 
 WINDOW = 40  # steps per timing window
@@ -188,6 +192,13 @@ BARE = [
 PARTS = frozenset({"gather", "augment", "clip", "schedule"})  # B's work beyond C's
 
 
+def without(project: Path, name: str) -> str:
+    """``--trainer.callbacks`` with the shipped config's callbacks but the one named ``name``."""
+    config = yaml.safe_load((project / "configs/default.yaml").read_text())
+    kept = [c for c in config["trainer"]["callbacks"] if not c["class_path"].endswith(name)]
+    return "--trainer.callbacks=" + json.dumps(kept)
+
+
 def run_plain(
     package: str,
     steps: int,
@@ -298,6 +309,13 @@ def main() -> None:
             "--model.compile=reduce-overhead", profile=options.out / "A_compile_ro.prof"
         ),
         "A_bare": lambda: fit(*BARE),
+        "A_compile_ro_bare": lambda: fit("--model.compile=reduce-overhead", *BARE),
+        "A_compile_ro_log50": lambda: fit(
+            "--model.compile=reduce-overhead", "--trainer.log_every_n_steps=50"
+        ),
+        "A_compile_ro_nogm": lambda: fit(
+            "--model.compile=reduce-overhead", without(project, "GradientMonitor")
+        ),
         "A_log50": lambda: fit("--trainer.log_every_n_steps=50"),
     }
     results: dict = {}
@@ -306,6 +324,8 @@ def main() -> None:
         result["median"] = statistics.median(result["rates"])
         print(f"{name}: {result['median']:,.0f} img/s", flush=True)
         results.setdefault(name, {"repeats": []})["repeats"].append(result)
+        # after each run, so a call stopped at its time limit keeps what it measured
+        (options.out / "partial.json").write_text(json.dumps(results, indent=2) + "\n")
         gc.collect()
         torch.cuda.empty_cache()
     for run in results.values():
@@ -326,7 +346,8 @@ def main() -> None:
             f"{name:<14}{result['median']:>16,.0f}{len(result['repeats']):>9}"
             f"{result['peak_mb']:>10,.0f}{ratio.get('B', '-'):>7}{ratio.get('C', '-'):>7}"
         )
-    for a, b in (("A", "B"), ("A_compile_ro", "B_compile_ro"), ("A_host", "A_cpu_augment")):
+    pairs = [("A", "B"), ("A_compile_ro", "B_compile_ro"), ("A_compile_ro_bare", "B_compile_ro")]
+    for a, b in [*pairs, ("A_host", "A_cpu_augment")]:
         if a in results and b in results:
             print(f"\nHost time per step, by phase (median of the repeats): {a} and {b}")
             print(table(results[a]["phases"], results[b]["phases"], (a[:6], b[:6])))
