@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from {{ cookiecutter.package_name }} import rundir
 from {{ cookiecutter.package_name }}.cli import cli_main
 from {{ cookiecutter.package_name }}.commands import EXPERIMENT_HELP, SUBCOMMAND_HELP
 
@@ -155,6 +156,35 @@ def test_evaluation_of_a_checkpoint_writes_into_its_run(fitted, tmp_path: Path) 
         probabilities = [float(row[name]) for name in names]
         assert sum(probabilities) == pytest.approx(1, abs=1e-4)
         assert row["predicted"] == names[probabilities.index(max(probabilities))]
+
+
+def test_commands_of_the_same_second_get_their_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``test`` runs on one run within a second (scripts do that) keep both configs and
+    outputs; the second once failed with FileExistsError."""
+
+    class Frozen:
+        @staticmethod
+        def now():
+            from datetime import datetime
+
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(rundir, "datetime", Frozen)
+    (tmp_path / "config.yaml").write_text("{}")
+    names = []
+    for _ in range(3):
+        names.append(rundir.config_filename(tmp_path, "test"))
+        (tmp_path / names[-1]).write_text("{}")
+        rundir.outputs_dir(tmp_path, "test").mkdir(parents=True)
+    assert names == [
+        "config.test-20260102-030405.yaml",
+        "config.test-20260102-030405-2.yaml",
+        "config.test-20260102-030405-3.yaml",
+    ]
+    outputs = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert outputs == ["test-20260102-030405", "test-20260102-030405-2", "test-20260102-030405-3"]
 
 
 def test_checkpoint_of_another_model_is_refused(fitted, tmp_path: Path) -> None:

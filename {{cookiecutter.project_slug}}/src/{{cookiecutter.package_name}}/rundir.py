@@ -148,7 +148,7 @@ def config_filename(run_dir: Path, subcommand: str) -> str:
     """``config.yaml`` for the command that creates the run; a dated name for later ones."""
     if not (run_dir / "config.yaml").exists():
         return "config.yaml"
-    return f"config.{subcommand}-{datetime.now():%Y%m%d-%H%M%S}.yaml"
+    return unused(run_dir / f"config.{subcommand}-{datetime.now():%Y%m%d-%H%M%S}.yaml").name
 
 
 def outputs_dir(run_dir: Path, subcommand: str) -> Path:
@@ -157,11 +157,16 @@ def outputs_dir(run_dir: Path, subcommand: str) -> Path:
     ``predict``, so none overwrites the fit's results or another command's."""
     if subcommand == "fit" or not (run_dir / "config.yaml").exists():
         return run_dir
-    first = run_dir / "outputs" / f"{subcommand}-{datetime.now():%Y%m%d-%H%M%S}"
+    return unused(run_dir / "outputs" / f"{subcommand}-{datetime.now():%Y%m%d-%H%M%S}")
+
+
+def unused(first: Path) -> Path:
+    """``first``, or with ``-2``, ``-3``... before its suffix when another command of the
+    same second took it."""
     path, n = first, 1
-    while path.exists():  # another command of the same second
+    while path.exists():
         n += 1
-        path = first.with_name(f"{first.name}-{n}")
+        path = first.with_name(f"{first.stem}-{n}{first.suffix}")
     return path
 
 
