@@ -110,7 +110,7 @@ def compare(reference: np.ndarray, exported: np.ndarray, atol: float = ATOL) -> 
 def predicted(module: nn.Module, batch: Tensor) -> np.ndarray:
     """``predict``'s probabilities for inputs it has converted."""
     with torch.no_grad():
-        return module(batch).numpy().astype(np.float32)
+        return module(batch).numpy()
 
 
 def run_feeds(predict: Callable[[Any], Any], feeds: Sequence, shape: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .data.image_decoding import read_image, resize_pixels
+from .data.image_decoding import png_bytes, read_image, resize_pixels
 
 # Pillow's convert("L"): (R * 19595 + G * 38470 + B * 7471 + 2**15) >> 16, exactly.
 GREY_WEIGHTS = (19595, 38470, 7471)
@@ -67,9 +67,7 @@ class ImageExport:
                 ("smaller", image, (max(1, width * 3 // 4), max(1, height * 3 // 4 + 1))),
             ):
                 resized = Image.fromarray(pixels).resize(size, Image.Resampling.NEAREST)
-                out = io.BytesIO()
-                resized.save(out, "PNG")
-                probes.append((f"{name}.{tag}.png", out.getvalue()))
+                probes.append((f"{name}.{tag}.png", png_bytes(resized)))
         return [*files, *probes]
 
     def feeds(self, files: list[tuple[str, bytes]]) -> list[tuple[list[int], Any, Any]]:

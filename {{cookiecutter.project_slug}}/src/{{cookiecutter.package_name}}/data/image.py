@@ -42,6 +42,7 @@ from .image_decoding import (
     check_pixels,
     decode,
     open_image,
+    png_bytes,
     shown_size,
     to_pixels,
 )
@@ -478,11 +479,5 @@ class ImageDataModule(CheckedDataModule):
 
 def png_files(data: ImageTensorDataset, count: int) -> list[tuple[str, bytes]]:
     """The first ``count`` images of ``data`` as (name, PNG file) pairs."""
-    files = []
-    for i, pixels in enumerate(data.pixels(range(min(count, len(data))))):
-        out = io.BytesIO()
-        Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)).save(
-            out, "PNG"
-        )
-        files.append((f"{i:03d}.png", out.getvalue()))
-    return files
+    pixels = data.pixels(range(min(count, len(data))))
+    return [(f"{i:03d}.png", png_bytes(image)) for i, image in enumerate(pixels)]

@@ -13,6 +13,7 @@ model, so a consumer's pixels meet the resize training used. Whatever fails is a
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import IO
 
@@ -38,7 +39,7 @@ ALPHA = {"LA", "PA", "RGBA", "RGBa"}
 SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 LOW_BIT_GREY = {"1": 255, "L;2": 85, "L;4": 17}  # PNG greyscale Pillow scales: 8-bit step
 ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by a quarter
-ROUNDING = 0.5 + 2**-10  # resize_pixels: half up, ties clear of float noise (~1e-4 at 255)
+ROUNDING = 0.5 + 2**-10  # resize_pixels: half up, with ties clear of float noise (~1e-5)
 
 
 def open_image(file: Path | IO[bytes], subject: str) -> Image.Image:
@@ -170,6 +171,15 @@ def resize_pixels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     # exact halves common, and two runtimes' float sums put them a few 1e-5 either side
     # (onnxruntime and torch then disagreed on 0.3 % of the pixels; on none with this).
     return (x + ROUNDING).floor().clamp(0, 255).to(torch.uint8)
+
+
+def png_bytes(image: Image.Image | np.ndarray) -> bytes:
+    """An image, or ``uint8`` (C, H, W) pixels, as the PNG file ``serve`` would be sent."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image[0] if len(image) == 1 else image.transpose(1, 2, 0))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
 
 
 def undecodable(subject: str, error: Exception) -> InputError:
